@@ -1,0 +1,85 @@
+"""One settings object for Engage, read from the environment (prefix ``ENGAGE_``) and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything Engage can be told; every field is an ``ENGAGE_<NAME>`` environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="ENGAGE_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///engage.db",
+        description="SQLAlchemy URL of the ledger. Default: a SQLite file `engage.db` in the working directory.",
+    )
+    staff_email: str | None = Field(
+        default=None, description="Who is acting when a command is given no `--as EMAIL`."
+    )
+    plan_templates_dir: Path = Field(
+        default=PROJECT_ROOT / "plan_templates", description="Folder of plan template YAML files."
+    )
+    email_templates_dir: Path = Field(
+        default=PROJECT_ROOT / "email_templates", description="Folder of Jinja2 email templates."
+    )
+    inbox_dir: Path = Field(
+        default=Path("inbox"), description="Attendee inbox: the folder whose CSV files flows may read."
+    )
+    outbox_dir: Path = Field(
+        default=Path("outbox"), description="Where the local SMTP capture writes each accepted message."
+    )
+    organisation_name: str = Field(default="No More Homelessness", description="Sender display name.")
+    organisation_address: str = Field(
+        default="12 rue de la Solidarité, 69001 Lyon, France",
+        description="Postal address printed in every email footer.",
+    )
+    organisation_email: str = Field(
+        default="contact@nomorehomelessness.org", description="From address of every email."
+    )
+    timezone: str = Field(
+        default="Europe/Paris", description="The organisation's time zone, default for new staff."
+    )
+    languages: str = Field(
+        default="fr,en", description="Languages emails are written in, comma separated; the first is the default."
+    )
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP relay host.")
+    smtp_port: int = Field(default=1025, description="SMTP relay port.")
+    smtp_user: str | None = Field(default=None, description="SMTP user name, if the relay wants a login.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password; never logged.")
+    smtp_security: Literal["none", "starttls", "ssl"] = Field(
+        default="none", description="`none`, `starttls` or `ssl` (implicit TLS)."
+    )
+    smtp_timeout: float = Field(default=30.0, description="Seconds to wait for the SMTP server.")
+    batch_size: int = Field(default=200, ge=1, description="Plan steps claimed and run together in one task.")
+    lease_seconds: int = Field(
+        default=600, ge=10, description="How long a claim on a plan step holds before another run may take it."
+    )
+
+    @field_validator("languages")
+    @classmethod
+    def _languages_not_empty(cls, value: str) -> str:
+        codes = [code.strip().lower() for code in value.split(",") if code.strip()]
+        if not codes:
+            raise ValueError("ENGAGE_LANGUAGES needs at least one language code, e.g. 'fr,en'")
+        return ",".join(codes)
+
+    @property
+    def language_list(self) -> list[str]:
+        return self.languages.split(",")
+
+    @property
+    def default_language(self) -> str:
+        return self.language_list[0]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real ledger on SQLite and on PostgreSQL, clean settings per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlmodel import Session, SQLModel
+
+from engage import db as engage_db
+from engage.settings import get_settings
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ENGAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _postgres_unavailable_reason() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        engine.dispose()
+    except Exception as error:  # any failure to connect means "no server here"
+        return f"no PostgreSQL server answers at {POSTGRES_ADMIN_URL}: {type(error).__name__}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test run, dropped at the end."""
+    reason = _postgres_unavailable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    name = f"engage_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        engage_db.dispose_engines()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'engage.db'}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def migrated_url(request: pytest.FixtureRequest) -> str:
+    """A ledger URL with the schema upgraded once per backend."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    engage_db.upgrade_schema(url)
+    return str(url)
+
+
+def _empty_all_tables(url: str) -> None:
+    with engage_db.get_engine(url).begin() as connection:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+@pytest.fixture
+def db_url(migrated_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty, migrated ledger (SQLite and PostgreSQL), also set as ENGAGE_DATABASE_URL."""
+    _empty_all_tables(migrated_url)
+    monkeypatch.setenv("ENGAGE_DATABASE_URL", migrated_url)
+    get_settings.cache_clear()
+    yield migrated_url
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def session(db_url: str) -> Iterator[Session]:
+    with Session(engage_db.get_engine(db_url), expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No ENGAGE_ variable leaks in from the machine; each test works in its own folder."""
+    for name in list(os.environ):
+        if name.startswith("ENGAGE_") and name != "ENGAGE_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
