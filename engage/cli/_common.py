@@ -49,3 +49,42 @@ def acting_email(as_email: str | None) -> str:
 
 AsOption = typer.Option(None, "--as", help="Staff email of who is acting (default: ENGAGE_STAFF_EMAIL).")
 JsonOption = typer.Option(False, "--json", help="Print one JSON object on stdout, for scripts.")
+
+
+def parse_now(text: str | None) -> datetime:
+    """`--now ISO` (naive means the organisation's time zone), or the real time."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from engage.errors import EngageError
+
+    if not text:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise EngageError(f"--now {text!r}: expected an ISO date or time, e.g. 2026-11-23T09:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=ZoneInfo(get_settings().timezone))
+    return moment.astimezone(UTC)
+
+
+def parse_day(text: str, option: str) -> date:
+    from engage.errors import EngageError
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise EngageError(f"{option} {text!r}: expected a date such as 2026-11-20") from None
+
+
+def local_text(moment: datetime | None) -> str:
+    """A ledger time shown in the organisation's time zone, e.g. `Mon 23 Nov 09:00`."""
+    from zoneinfo import ZoneInfo
+
+    if moment is None:
+        return "-"
+    return moment.astimezone(ZoneInfo(get_settings().timezone)).strftime("%a %d %b %Y %H:%M")
+
+
+NowOption = typer.Option(None, "--now", help="Pretend it is this time (ISO); for simulations and checks.")

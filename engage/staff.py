@@ -1,0 +1,137 @@
+"""Staff members: who acts, who owns contacts, who is assigned tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlmodel import Session, col, select, update
+
+from engage.errors import EngageError, InvalidStateError, NotFoundError
+from models import FINAL_STATUSES, Contact, PlanStep, Staff, utcnow
+from models.staff import DEFAULT_WORK_DAYS
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def normalise_staff_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def parse_hours(text: str) -> tuple[time, time]:
+    """Parse working hours such as ``09:00-17:00``."""
+    try:
+        start_text, end_text = text.split("-")
+        start, end = time.fromisoformat(start_text.strip()), time.fromisoformat(end_text.strip())
+    except ValueError:
+        raise EngageError(f"hours {text!r}: expected HH:MM-HH:MM, e.g. 09:00-17:00") from None
+    if end <= start:
+        raise EngageError(f"hours {text!r}: the end must come after the start")
+    return start, end
+
+
+def parse_days(text: str) -> str:
+    """Parse working days such as ``mon-fri`` or ``mon,tue,thu`` into the stored form."""
+    text = text.strip().lower()
+    if "-" in text and "," not in text:
+        first, last = (part.strip()[:3] for part in text.split("-", 1))
+        if first not in WEEKDAYS or last not in WEEKDAYS:
+            raise EngageError(f"days {text!r}: use three-letter English day names, e.g. mon-fri")
+        start, end = WEEKDAYS.index(first), WEEKDAYS.index(last)
+        if end < start:
+            raise EngageError(f"days {text!r}: the range must run forward, e.g. mon-fri")
+        return ",".join(WEEKDAYS[start : end + 1])
+    days = [part.strip()[:3] for part in text.split(",") if part.strip()]
+    unknown = [day for day in days if day not in WEEKDAYS]
+    if unknown or not days:
+        raise EngageError(f"days {text!r}: use three-letter English day names, e.g. mon,tue,thu")
+    return ",".join(sorted(set(days), key=WEEKDAYS.index))
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise EngageError(f"timezone {name!r} is not a known IANA time zone (e.g. Europe/Paris)") from None
+    return name
+
+
+def get_staff(*, session: Session, email: str, active_only: bool = False) -> Staff:
+    """The staff member with this email, or a NotFoundError that says how to add them."""
+    staff = session.exec(select(Staff).where(Staff.email == normalise_staff_email(email))).first()
+    if staff is None:
+        raise NotFoundError(f"no staff member {email!r} (add them with: engage staff add {email} --name NAME)")
+    if active_only and not staff.active:
+        raise InvalidStateError(f"staff member {staff.email} is not active")
+    return staff
+
+
+def add_staff(
+    *,
+    session: Session,
+    email: str,
+    name: str,
+    timezone: str = "Europe/Paris",
+    language: str = "fr",
+    hours: str = "09:00-17:00",
+    days: str = DEFAULT_WORK_DAYS,
+) -> tuple[Staff, bool]:
+    """Add a staff member, or update the one with this email; returns (staff, created)."""
+    start, end = parse_hours(hours)
+    values = {
+        "name": name.strip(),
+        "timezone": check_timezone(timezone),
+        "language": language.strip().lower(),
+        "work_start": start,
+        "work_end": end,
+        "work_days": parse_days(days),
+    }
+    key = normalise_staff_email(email)
+    if "@" not in key:
+        raise EngageError(f"staff email {email!r} is not an email address")
+    existing = session.exec(select(Staff).where(Staff.email == key)).first()
+    if existing is not None:
+        for field, value in values.items():
+            setattr(existing, field, value)
+        existing.active = True
+        session.add(existing)
+        return existing, False
+    staff = Staff(email=key, **values)
+    session.add(staff)
+    session.flush()
+    return staff, True
+
+
+def list_staff(*, session: Session, include_inactive: bool = True) -> list[Staff]:
+    query = select(Staff).order_by(col(Staff.active).desc(), col(Staff.email))
+    if not include_inactive:
+        query = query.where(col(Staff.active).is_(True))
+    return list(session.exec(query))
+
+
+@dataclass(frozen=True)
+class Handover:
+    tasks: int
+    contacts: int
+
+
+def deactivate_staff(*, session: Session, email: str, reassign_to: str, now: datetime | None = None) -> Handover:
+    """Deactivate a staff member and move their open tasks and owned contacts to another, in one transaction."""
+    leaving = get_staff(session=session, email=email)
+    successor = get_staff(session=session, email=reassign_to, active_only=True)
+    if successor.id == leaving.id:
+        raise EngageError("--reassign-to must name someone else")
+    now = now or utcnow()
+    open_statuses = [status.value for status in FINAL_STATUSES]
+    tasks = session.execute(
+        update(PlanStep)
+        .where(col(PlanStep.assignee_id) == leaving.id, col(PlanStep.status).not_in(open_statuses))
+        .values(assignee_id=successor.id, assignee_fallback=False, updated_at=now)
+    ).rowcount
+    contacts = session.execute(
+        update(Contact).where(col(Contact.owner_id) == leaving.id).values(owner_id=successor.id, updated_at=now)
+    ).rowcount
+    leaving.active = False
+    session.add(leaving)
+    return Handover(tasks=tasks, contacts=contacts)
