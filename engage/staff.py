@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, time
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy import CursorResult
 from sqlmodel import Session, col, select, update
 
 from engage.errors import EngageError, InvalidStateError, NotFoundError
@@ -79,7 +81,7 @@ def add_staff(
 ) -> tuple[Staff, bool]:
     """Add a staff member, or update the one with this email; returns (staff, created)."""
     start, end = parse_hours(hours)
-    values = {
+    values: dict[str, Any] = {
         "name": name.strip(),
         "timezone": check_timezone(timezone),
         "language": language.strip().lower(),
@@ -124,13 +126,19 @@ def deactivate_staff(*, session: Session, email: str, reassign_to: str, now: dat
         raise EngageError("--reassign-to must name someone else")
     now = now or utcnow()
     open_statuses = [status.value for status in FINAL_STATUSES]
-    tasks = session.execute(
-        update(PlanStep)
-        .where(col(PlanStep.assignee_id) == leaving.id, col(PlanStep.status).not_in(open_statuses))
-        .values(assignee_id=successor.id, assignee_fallback=False, updated_at=now)
+    tasks = cast(
+        CursorResult[Any],
+        session.execute(
+            update(PlanStep)
+            .where(col(PlanStep.assignee_id) == leaving.id, col(PlanStep.status).not_in(open_statuses))
+            .values(assignee_id=successor.id, assignee_fallback=False, updated_at=now)
+        ),
     ).rowcount
-    contacts = session.execute(
-        update(Contact).where(col(Contact.owner_id) == leaving.id).values(owner_id=successor.id, updated_at=now)
+    contacts = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Contact).where(col(Contact.owner_id) == leaving.id).values(owner_id=successor.id, updated_at=now)
+        ),
     ).rowcount
     leaving.active = False
     session.add(leaving)

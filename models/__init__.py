@@ -10,6 +10,7 @@ from models.base import (
     StepKind,
     StepStatus,
     UTCDateTime,
+    id_of,
     utcnow,
 )
 from models.contact import Contact, ContactBase, ContactCommunity, ContactTag
@@ -43,5 +44,6 @@ __all__ = [
     "TemplateStep",
     "UTCDateTime",
     "Workshop",
+    "id_of",
     "utcnow",
 ]

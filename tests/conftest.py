@@ -126,6 +126,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  #
         capsys.readouterr()
         monkeypatch.setattr(sys, "argv", ["engage", *args])
         monkeypatch.setenv("COLUMNS", "200")
+        get_settings.cache_clear()  # a real command starts a fresh process, reading the environment anew
         try:
             main()
             code = 0

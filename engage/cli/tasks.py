@@ -1,0 +1,184 @@
+"""`engage tasks`: what staff have to do, and recording what they did."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from engage import plans as plan_ops
+from engage.cli._common import (
+    AsOption,
+    JsonOption,
+    NowOption,
+    acting_email,
+    console,
+    ledger,
+    local_text,
+    parse_day,
+    parse_now,
+    print_json,
+)
+from engage.cli.plans import step_json
+from engage.staff import get_staff
+from models import PlanStep
+
+app = typer.Typer(help="Tasks: the steps of plans, as staff see and work them.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(
+    assignee: str | None = typer.Option(None, "--assignee", help="Only tasks of this staff member."),
+    overdue: bool = typer.Option(False, "--overdue", help="Only tasks whose due time has passed."),
+    upcoming: int | None = typer.Option(None, "--upcoming", help="Only tasks due in the next DAYS days."),
+    kind: list[str] = typer.Option([], "--kind", help="email, call or task (repeatable)."),
+    status: list[str] = typer.Option([], "--status", help="Only these statuses (repeatable)."),
+    plan: int | None = typer.Option(None, "--plan", help="Only tasks of this plan."),
+    run: str | None = typer.Option(None, "--run", help="Only tasks handled by this Prefect flow run id."),
+    now_text: str | None = NowOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List upcoming and overdue tasks (steps still waiting for an earlier step are not listed)."""
+    now = parse_now(now_text)
+    with ledger(readonly=True) as session:
+        rows = plan_ops.list_tasks(
+            session=session,
+            now=now,
+            assignee=assignee,
+            overdue=overdue,
+            upcoming_days=upcoming,
+            kinds=kind,
+            statuses=status,
+            plan_id=plan,
+            flow_run_id=run,
+        )
+    if as_json:
+        print_json(
+            [
+                step_json(r.step, r.assignee)
+                | {"plan": r.plan.id, "template": r.plan.template_key, "contact": r.contact.email, "overdue": r.overdue}
+                for r in rows
+            ]
+        )
+        return
+    table = Table("task", "due", "step", "kind", "status", "contact", "assignee", "plan")
+    for r in rows:
+        due = local_text(r.step.due_at)
+        table.add_row(
+            str(r.step.id),
+            f"[red]{due} (overdue)[/red]" if r.overdue else due,
+            r.step.name,
+            r.step.kind,
+            r.step.status,
+            f"{r.contact.full_name or '-'} <{r.contact.email}>",
+            (r.assignee.email if r.assignee else "-") + (" (fallback)" if r.step.assignee_fallback else ""),
+            f"{r.plan.id} {r.plan.template_key}",
+        )
+    console.print(table)
+    console.print(f"{len(rows)} tasks")
+
+
+def _released_text(released: list[PlanStep]) -> str:
+    if not released:
+        return ""
+    return "; next: " + ", ".join(f"{s.name} due {local_text(s.due_at)}" for s in released)
+
+
+@app.command("complete")
+def complete(
+    task_id: int = typer.Argument(..., help="Task id (see engage tasks list)."),
+    outcome: str | None = typer.Option(None, "--outcome", help="How it went, for the record."),
+    as_email: str | None = AsOption,
+    now_text: str | None = NowOption,
+) -> None:
+    """Record a call or task as done; the next step of the plan is scheduled from now."""
+    with ledger() as session:
+        by = get_staff(session=session, email=acting_email(as_email))
+        released = plan_ops.complete_task(
+            session=session, step_id=task_id, outcome=outcome, by=by, now=parse_now(now_text)
+        )
+        message = f"task {task_id} done" + _released_text(released)
+    console.print(message)
+
+
+@app.command("skip")
+def skip(
+    task_id: int = typer.Argument(..., help="Task id."),
+    reason: str = typer.Option(..., "--reason", help="Why it is given up."),
+    as_email: str | None = AsOption,
+    now_text: str | None = NowOption,
+) -> None:
+    """Give up on a task and release the steps that wait for it."""
+    with ledger() as session:
+        by = get_staff(session=session, email=acting_email(as_email))
+        released = plan_ops.skip_task(session=session, step_id=task_id, reason=reason, by=by, now=parse_now(now_text))
+        message = f"task {task_id} skipped" + _released_text(released)
+    console.print(message)
+
+
+@app.command("reassign")
+def reassign(
+    task_id: int = typer.Argument(..., help="Task id."),
+    email: str = typer.Argument(..., help="The staff member who takes it."),
+    now_text: str | None = NowOption,
+) -> None:
+    """Give a task to another staff member."""
+    with ledger() as session:
+        step, previous = plan_ops.reassign_task(session=session, step_id=task_id, email=email, now=parse_now(now_text))
+        message = f"task {step.id} reassigned from {previous.email if previous else 'nobody'} to {email}"
+    console.print(message)
+
+
+@app.command("reschedule")
+def reschedule(
+    task_id: int = typer.Argument(..., help="Task id."),
+    on: str = typer.Argument(..., help="New due date, e.g. 2026-12-01."),
+    now_text: str | None = NowOption,
+) -> None:
+    """Move a task to another day."""
+    with ledger() as session:
+        step = plan_ops.reschedule_task(
+            session=session, step_id=task_id, on=parse_day(on, "DATE"), now=parse_now(now_text)
+        )
+        message = f"task {step.id} now due {local_text(step.due_at)}"
+    console.print(message)
+
+
+@app.command("comment")
+def comment(
+    task_id: int = typer.Argument(..., help="Task id."),
+    text: str = typer.Argument(..., help="The note."),
+    as_email: str | None = AsOption,
+    now_text: str | None = NowOption,
+) -> None:
+    """Leave a note on a task."""
+    with ledger() as session:
+        by = get_staff(session=session, email=acting_email(as_email))
+        plan_ops.comment_task(session=session, step_id=task_id, text=text, by=by, now=parse_now(now_text))
+    console.print(f"comment added to task {task_id}")
+
+
+@app.command("follow-up")
+def follow_up(
+    task_id: int = typer.Argument(..., help="The task this follows up."),
+    due: str = typer.Option(..., "--due", help="Due date of the new task."),
+    subject: str = typer.Option(..., "--subject", help="What is to be done."),
+    as_email: str | None = AsOption,
+    now_text: str | None = NowOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Add a new task to the same plan."""
+    with ledger() as session:
+        by = get_staff(session=session, email=acting_email(as_email))
+        step = plan_ops.add_follow_up(
+            session=session,
+            step_id=task_id,
+            on=parse_day(due, "--due"),
+            subject=subject,
+            by=by,
+            now=parse_now(now_text),
+        )
+        payload = step_json(step)
+    if as_json:
+        print_json(payload)
+    else:
+        console.print(f"task {payload['id']} added: {subject}, due {local_text(step.due_at)}")
