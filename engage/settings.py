@@ -21,9 +21,7 @@ class Settings(BaseSettings):
         default="sqlite:///engage.db",
         description="SQLAlchemy URL of the ledger. Default: a SQLite file `engage.db` in the working directory.",
     )
-    staff_email: str | None = Field(
-        default=None, description="Who is acting when a command is given no `--as EMAIL`."
-    )
+    staff_email: str | None = Field(default=None, description="Who is acting when a command is given no `--as EMAIL`.")
     plan_templates_dir: Path = Field(
         default=PROJECT_ROOT / "plan_templates", description="Folder of plan template YAML files."
     )
@@ -44,9 +42,7 @@ class Settings(BaseSettings):
     organisation_email: str = Field(
         default="contact@nomorehomelessness.org", description="From address of every email."
     )
-    timezone: str = Field(
-        default="Europe/Paris", description="The organisation's time zone, default for new staff."
-    )
+    timezone: str = Field(default="Europe/Paris", description="The organisation's time zone, default for new staff.")
     languages: str = Field(
         default="fr,en", description="Languages emails are written in, comma separated; the first is the default."
     )
@@ -58,6 +54,27 @@ class Settings(BaseSettings):
         default="none", description="`none`, `starttls` or `ssl` (implicit TLS)."
     )
     smtp_timeout: float = Field(default=30.0, description="Seconds to wait for the SMTP server.")
+    smtp_from: str | None = Field(
+        default=None, description="From address of every email; default: ENGAGE_ORGANISATION_EMAIL."
+    )
+    unsubscribe_secret: SecretStr = Field(
+        default=SecretStr("engage-local-development-secret-change-me"),
+        description="HMAC key of unsubscribe links. Set a long random value in production.",
+    )
+    unsubscribe_base_url: str = Field(
+        default="http://127.0.0.1:8025", description="Public address of `engage unsubscribe-server`."
+    )
+    prefect_deployments: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description=(
+            "Whether due times become scheduled `run-due-steps` flow runs: `auto` when the deployment exists on the "
+            "Prefect server, `never` in simulations (the flow is then called in-process)."
+        ),
+    )
+    send_retries: int = Field(default=3, ge=0, description="Retries of a batch after a transient SMTP failure.")
+    retry_delay_seconds: float | None = Field(
+        default=None, description="Fixed delay between retries; default: exponential backoff from 10 seconds."
+    )
     batch_size: int = Field(default=200, ge=1, description="Plan steps claimed and run together in one task.")
     lease_seconds: int = Field(
         default=600, ge=10, description="How long a claim on a plan step holds before another run may take it."

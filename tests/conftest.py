@@ -14,9 +14,7 @@ from sqlmodel import Session, SQLModel
 from engage import db as engage_db
 from engage.settings import get_settings
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "ENGAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+POSTGRES_ADMIN_URL = os.environ.get("ENGAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -84,7 +82,10 @@ def db_url(migrated_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.fixture
 def session(db_url: str) -> Iterator[Session]:
-    with Session(engage_db.get_engine(db_url), expire_on_commit=False) as session:
+    """A session for the test itself. On SQLite its reads take no write lock (the code under test needs it);
+    call ``session.commit()`` to end its snapshot and see what the code under test wrote."""
+    engine = engage_db.get_engine(db_url).execution_options(sqlite_begin="DEFERRED")
+    with Session(engine) as session:
         yield session
 
 
@@ -136,3 +137,15 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  #
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def smtp_sink(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real SMTP server (aiosmtpd) on loopback that keeps every message; ENGAGE_SMTP_* point at it."""
+    from engage.smtp_capture import SmtpCapture
+
+    with SmtpCapture(tmp_path / "outbox") as capture:
+        monkeypatch.setenv("ENGAGE_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("ENGAGE_SMTP_PORT", str(capture.port))
+        get_settings.cache_clear()
+        yield capture

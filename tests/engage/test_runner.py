@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import email
+import threading
+from datetime import UTC, date, datetime, timedelta
+from email.message import Message
+
+import pytest
+from factories import create_contact, create_staff
+from sqlmodel import Session, select
+
+from engage import plans, runner
+from engage.mailer import TransientSendError
+from engage.plan_templates import current_template
+from engage.smtp_capture import SmtpCapture
+from models import Call, Delivery, DeliveryState, PlanStep, StepStatus
+
+WORKSHOP_DAY = date(2026, 11, 20)
+MONDAY_9 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 09:00 in Paris
+
+
+def enroll(session: Session, count: int, template: str = "volunteer-followup", **contact_fields: object) -> list[int]:
+    applier = create_staff(session, name="Camille Martin", email="camille@nmh.example.org")
+    workshop, _ = plans.get_or_create_workshop(session=session, name="Atelier Lyon", on=WORKSHOP_DAY, place="Lyon")
+    version = current_template(session=session, key=template)
+    plan_ids = []
+    for _ in range(count):
+        plan, _ = plans.apply_template(
+            session=session,
+            template=version,
+            contact=create_contact(session, **contact_fields),
+            enrollment_key=workshop.enrollment_key,
+            started_on=WORKSHOP_DAY,
+            applied_by=applier,
+            workshop_id=workshop.id,
+            now=datetime(2026, 11, 20, 18, 0, tzinfo=UTC),
+        )
+        plan_ids.append(plan.id or 0)
+    session.commit()
+    return plan_ids
+
+
+def run_all_due(now: datetime, claimant: str = "test") -> runner.BatchOutcome:
+    total = runner.BatchOutcome()
+    while claimed := runner.claim_due_steps(now=now, claimant=claimant, limit=50, lease_seconds=600):
+        for group in runner.group_claims(step_ids=claimed):
+            if group.kind == "email":
+                total.add(runner.send_email_batch(step_ids=group.step_ids, claimant=claimant, now=now))
+            else:
+                total.add(runner.open_work_items(step_ids=group.step_ids, claimant=claimant, now=now))
+    return total
+
+
+def parsed(capture: SmtpCapture) -> list[Message]:
+    return [email.message_from_bytes(m.data) for m in capture.messages]
+
+
+def test_nothing_is_claimed_before_it_is_due(session: Session, smtp_sink: SmtpCapture) -> None:
+    enroll(session, 3)
+    assert runner.claim_due_steps(now=MONDAY_9 - timedelta(minutes=1), claimant="a", limit=10, lease_seconds=60) == []
+
+
+def test_due_emails_are_sent_recorded_and_release_the_next_step(session: Session, smtp_sink: SmtpCapture) -> None:
+    enroll(session, 3)
+    outcome = run_all_due(MONDAY_9)
+    assert (outcome.sent, outcome.failed, outcome.skipped) == (3, 0, 0)
+    messages = parsed(smtp_sink)
+    assert len(messages) == 3
+    assert all(m["Reply-To"].endswith("<camille@nmh.example.org>") for m in messages)
+    assert all(m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" for m in messages)
+    deliveries = session.exec(select(Delivery)).all()
+    assert {d.state for d in deliveries} == {DeliveryState.SENT}
+    assert {d.message_id for d in deliveries} == {m["Message-ID"] for m in messages}
+    released = session.exec(select(PlanStep).where(PlanStep.step_key == "resource-pack")).all()
+    assert {(s.status, s.due_at) for s in released} == {
+        (StepStatus.SCHEDULED, datetime(2026, 11, 30, 8, 0, tzinfo=UTC))
+    }
+    assert [item.run_name for item in runner.unique_due_items(outcome.released)] == [
+        "Atelier Lyon · day 10 · Resource pack"
+    ]
+    assert run_all_due(MONDAY_9).sent == 0  # nothing twice
+
+
+def test_an_opted_out_contact_is_skipped_with_the_reason_and_the_plan_goes_on(
+    session: Session, smtp_sink: SmtpCapture
+) -> None:
+    enroll(session, 1, email_opt_out=True, email_opt_out_source="import:attendees.csv")
+    outcome = run_all_due(MONDAY_9)
+    assert (outcome.sent, outcome.skipped) == (0, 1)
+    survey, resource_pack = session.exec(select(PlanStep).order_by(PlanStep.position)).all()[:2]
+    assert survey.status == StepStatus.SKIPPED and "opted out" in (survey.skip_reason or "")
+    assert resource_pack.status == StepStatus.SCHEDULED
+    assert smtp_sink.messages == []
+
+
+def test_emails_wait_for_the_send_window(session: Session, smtp_sink: SmtpCapture) -> None:
+    enroll(session, 2)
+    evening = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)  # 20:00 in Paris
+    outcome = run_all_due(evening)
+    assert (outcome.sent, outcome.deferred) == (0, 2)
+    steps = session.exec(select(PlanStep).where(PlanStep.step_key == "survey")).all()
+    assert {(s.status, s.due_at) for s in steps} == {(StepStatus.SCHEDULED, datetime(2026, 11, 24, 8, 0, tzinfo=UTC))}
+
+
+def test_a_recipient_refused_for_good_fails_that_delivery_only(session: Session, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from engage.settings import get_settings
+
+    enroll(session, 3)
+    bad = session.exec(select(PlanStep).where(PlanStep.step_key == "survey")).first()
+    assert bad is not None
+    bad_email = plans.get_contact_by_id(
+        session=session, contact_id=plans.get_plan(session=session, plan_id=bad.plan_id).contact_id
+    ).email
+
+    def refuse(address: str) -> str | None:
+        return "550 5.1.1 mailbox unavailable" if address.lower() == bad_email.lower() else None
+
+    with SmtpCapture(tmp_path / "outbox", refuse=refuse) as capture:
+        monkeypatch.setenv("ENGAGE_SMTP_PORT", str(capture.port))
+        get_settings.cache_clear()
+        outcome = run_all_due(MONDAY_9)
+    assert (outcome.sent, outcome.failed) == (2, 1)
+    session.commit()
+    refused = session.get(PlanStep, bad.id)
+    assert refused is not None and refused.status == StepStatus.FAILED
+    delivery = session.exec(select(Delivery).where(Delivery.plan_step_id == bad.id)).one()
+    assert delivery.state == DeliveryState.FAILED and (delivery.smtp_response or "").startswith("550")
+    dependent = session.exec(select(PlanStep).where(PlanStep.depends_on_step_id == bad.id)).one()
+    assert dependent.status == StepStatus.SCHEDULED  # the plan goes on: the call matters more now
+
+
+def test_a_server_that_does_not_answer_raises_transient_and_keeps_the_claim(session: Session, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from engage.settings import get_settings
+
+    enroll(session, 2)
+    with SmtpCapture() as closed:
+        port = closed.port
+    monkeypatch.setenv("ENGAGE_SMTP_PORT", str(port))
+    get_settings.cache_clear()
+    claimed = runner.claim_due_steps(now=MONDAY_9, claimant="r1", limit=10, lease_seconds=600)
+    with pytest.raises(TransientSendError, match="cannot connect"):
+        runner.send_email_batch(step_ids=claimed, claimant="r1", now=MONDAY_9)
+    session.commit()
+    assert {s.status for s in session.exec(select(PlanStep).where(PlanStep.step_key == "survey"))} == {
+        StepStatus.RUNNING
+    }
+    assert runner.mark_failed(step_ids=claimed, claimant="r1", error="retries ran out", now=MONDAY_9) == 2
+    session.commit()
+    survey_steps = session.exec(select(PlanStep).where(PlanStep.step_key == "survey")).all()
+    assert {s.status for s in survey_steps} == {StepStatus.FAILED}
+    # A failed step blocks its dependents until someone acts.
+    assert {s.status for s in session.exec(select(PlanStep).where(PlanStep.step_key == "resource-pack"))} == {
+        StepStatus.WAITING
+    }
+
+
+def test_an_expired_claim_is_taken_again_and_a_send_in_doubt_becomes_unknown(session: Session) -> None:
+    enroll(session, 2)
+    first, second = runner.claim_due_steps(now=MONDAY_9, claimant="dead-run", limit=10, lease_seconds=60)
+    # The dead run had recorded one delivery as `sending` when it was killed.
+    session.add(Delivery(plan_step_id=first, kind="email", recipient="x@example.org", state=DeliveryState.SENDING))
+    session.commit()
+    assert runner.claim_due_steps(now=MONDAY_9 + timedelta(seconds=30), claimant="b", limit=10, lease_seconds=60) == []
+    retaken = runner.claim_due_steps(now=MONDAY_9 + timedelta(minutes=2), claimant="b", limit=10, lease_seconds=60)
+    assert retaken == [second]
+    session.commit()
+    in_doubt = session.get(PlanStep, first)
+    assert in_doubt is not None and in_doubt.status == StepStatus.UNKNOWN
+    assert session.exec(select(Delivery)).one().state == DeliveryState.UNKNOWN
+
+
+def test_concurrent_claims_never_take_the_same_step(session: Session) -> None:
+    enroll(session, 60)
+    results: dict[str, list[int]] = {}
+
+    def claim(name: str) -> None:
+        taken: list[int] = []
+        while batch := runner.claim_due_steps(now=MONDAY_9, claimant=name, limit=7, lease_seconds=600):
+            taken.extend(batch)
+        results[name] = taken
+
+    threads = [threading.Thread(target=claim, args=(f"run-{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    claimed = [step_id for taken in results.values() for step_id in taken]
+    assert len(claimed) == 60 and len(set(claimed)) == 60
+
+
+def test_due_calls_become_open_work_items_for_the_assignee(session: Session) -> None:
+    enroll(session, 1)
+    steps = session.exec(select(PlanStep).order_by(PlanStep.position)).all()
+    for step in steps[:3]:
+        session.refresh(step)
+        assert step.due_at is not None
+        plans.finish_step(session=session, step=step, status=StepStatus.DONE, now=step.due_at)
+    session.commit()
+    call_step = steps[3]
+    session.refresh(call_step)
+    assert call_step.due_at is not None
+    outcome = run_all_due(call_step.due_at)
+    assert outcome.opened == 1
+    session.commit()
+    opened = session.get(PlanStep, call_step.id)
+    assert opened is not None and opened.status == StepStatus.OPEN
+    call = session.exec(select(Call)).one()
+    assert call.assignee_id == opened.assignee_id and call.slot_start == opened.due_at
