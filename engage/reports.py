@@ -61,7 +61,7 @@ def workshop_progress(*, session: Session, workshop_id: int, now: datetime) -> W
         )
         .join(Plan, col(Plan.id) == PlanStep.plan_id)
         .where(
-            Plan.workshop_id == workshop_id,
+            col(Plan.workshop_id) == workshop_id,
             col(PlanStep.status).in_([StepStatus.SKIPPED, StepStatus.FAILED, StepStatus.UNKNOWN]),
         )
         .group_by(col(PlanStep.name), col(PlanStep.status), func.coalesce(PlanStep.skip_reason, PlanStep.last_error))
