@@ -79,9 +79,7 @@ def test_volunteer_plan_after_a_friday_workshop() -> None:
     [
         pytest.param(PARIS_FRIDAY, date(2026, 11, 20), 1, date(2026, 11, 20), id="friday rule: Sat -> Fri"),
         pytest.param(PARIS_FRIDAY, date(2026, 11, 19), 3, date(2026, 11, 20), id="friday rule: Sun -> Fri"),
-        pytest.param(
-            PARIS_FRIDAY, date(2026, 11, 21), 0, date(2026, 11, 23), id="friday rule: released Sat -> Mon"
-        ),
+        pytest.param(PARIS_FRIDAY, date(2026, 11, 21), 0, date(2026, 11, 23), id="friday rule: released Sat -> Mon"),
         pytest.param(
             PARIS_FRIDAY,
             date(2026, 11, 21),
@@ -92,9 +90,7 @@ def test_volunteer_plan_after_a_friday_workshop() -> None:
         pytest.param(PARIS, date(2026, 11, 20), 1, date(2026, 11, 23), id="monday rule: Sat -> Mon"),
         pytest.param(PARIS, date(2026, 11, 20), 0, date(2026, 11, 20), id="working day stays"),
         pytest.param(EVERY_DAY, date(2026, 11, 20), 1, date(2026, 11, 21), id="no skipping: Sat stays"),
-        pytest.param(
-            PARIS_FR_HOLIDAYS, date(2026, 12, 24), 1, date(2026, 12, 28), id="FR Christmas Fri -> Mon"
-        ),
+        pytest.param(PARIS_FR_HOLIDAYS, date(2026, 12, 24), 1, date(2026, 12, 28), id="FR Christmas Fri -> Mon"),
         pytest.param(
             CalendarRules(skip_weekends=True, reschedule_to="friday", holidays="FR"),
             date(2026, 12, 21),
@@ -102,9 +98,7 @@ def test_volunteer_plan_after_a_friday_workshop() -> None:
             date(2026, 12, 24),
             id="friday rule: Sat after Christmas -> Thu 24",
         ),
-        pytest.param(
-            PARIS, date(2026, 12, 24), 1, date(2026, 12, 25), id="holiday ignored without a country"
-        ),
+        pytest.param(PARIS, date(2026, 12, 24), 1, date(2026, 12, 25), id="holiday ignored without a country"),
         pytest.param(
             CalendarRules(skip_weekends=False, holidays="FR"),
             date(2026, 12, 24),
@@ -112,9 +106,7 @@ def test_volunteer_plan_after_a_friday_workshop() -> None:
             date(2026, 12, 25),
             id="holiday ignored without skipping",
         ),
-        pytest.param(
-            PARIS_FR_HOLIDAYS, date(2026, 4, 30), 1, date(2026, 5, 4), id="Labour Day Fri -> Mon 4 May"
-        ),
+        pytest.param(PARIS_FR_HOLIDAYS, date(2026, 4, 30), 1, date(2026, 5, 4), id="Labour Day Fri -> Mon 4 May"),
     ],
 )
 def test_due_day(rules: CalendarRules, released_on: date, days_after: int, expected: date) -> None:
@@ -133,9 +125,7 @@ def test_due_day(rules: CalendarRules, released_on: date, days_after: int, expec
         pytest.param(date(2026, 3, 27), 2, utc(2026, 3, 30, 7, 0), id="across the March change"),
     ],
 )
-def test_independent_due_at_follows_daylight_saving(
-    plan_start: date, days_after: int, expected: datetime
-) -> None:
+def test_independent_due_at_follows_daylight_saving(plan_start: date, days_after: int, expected: datetime) -> None:
     assert independent_due_at(plan_start, days_after, PARIS) == expected
 
 
@@ -163,12 +153,8 @@ def test_independent_due_at_follows_daylight_saving(
         pytest.param(PARIS, utc(2026, 11, 20, 16, 0), utc(2026, 11, 23, 8, 0), id="Friday evening: Monday"),
         pytest.param(PARIS, utc(2026, 11, 21, 10, 0), utc(2026, 11, 23, 8, 0), id="Saturday: Monday"),
         pytest.param(EVERY_DAY, utc(2026, 11, 20, 16, 0), utc(2026, 11, 21, 8, 0), id="no skipping: Sat"),
-        pytest.param(
-            PARIS, utc(2026, 10, 23, 15, 0), utc(2026, 10, 26, 8, 0), id="Friday 17:00 summer: Monday winter"
-        ),
-        pytest.param(
-            PARIS_FR_HOLIDAYS, utc(2026, 12, 24, 16, 0), utc(2026, 12, 28, 8, 0), id="over Christmas"
-        ),
+        pytest.param(PARIS, utc(2026, 10, 23, 15, 0), utc(2026, 10, 26, 8, 0), id="Friday 17:00 summer: Monday winter"),
+        pytest.param(PARIS_FR_HOLIDAYS, utc(2026, 12, 24, 16, 0), utc(2026, 12, 28, 8, 0), id="over Christmas"),
         pytest.param(
             CalendarRules(timezone="America/Montreal", skip_weekends=True),
             utc(2026, 11, 20, 20, 0),  # 15:00 in Montreal: inside the window
@@ -264,9 +250,7 @@ def test_parse_window(text: str, expected: tuple[time, time]) -> None:
     assert parse_window(text) == expected
 
 
-@pytest.mark.parametrize(
-    "text", ["", "9-17", "09:00", "09:00-25:00", "09:60-10:00", "17:00-09:00", "09:00-09:00"]
-)
+@pytest.mark.parametrize("text", ["", "9-17", "09:00", "09:00-25:00", "09:60-10:00", "17:00-09:00", "09:00-09:00"])
 def test_parse_window_rejects(text: str) -> None:
     with pytest.raises(ValueError, match=f"send window '{text}'"):
         parse_window(text)
@@ -274,9 +258,7 @@ def test_parse_window_rejects(text: str) -> None:
 
 def test_local_day() -> None:
     assert local_day(utc(2026, 11, 18, 23, 30), PARIS) == date(2026, 11, 19)
-    assert local_day(utc(2026, 11, 18, 23, 30), CalendarRules(timezone="America/Montreal")) == date(
-        2026, 11, 18
-    )
+    assert local_day(utc(2026, 11, 18, 23, 30), CalendarRules(timezone="America/Montreal")) == date(2026, 11, 18)
 
 
 def test_holiday_code_is_normalised() -> None:
@@ -370,9 +352,7 @@ skipping_rules = calendar_rules.map(
 )
 days = st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 12, 31))
 offsets = st.integers(min_value=0, max_value=60)
-moments = st.datetimes(
-    min_value=datetime(2020, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC)
-)
+moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC))
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
 
 
@@ -398,9 +378,7 @@ def _assert_in_window_on_allowed_day(due: datetime, rules: CalendarRules) -> Non
 
 @PROPERTY_SETTINGS
 @given(rules=skipping_rules, released_on=days, days_after=offsets)
-def test_due_day_never_lands_on_a_weekend_or_holiday(
-    rules: CalendarRules, released_on: date, days_after: int
-) -> None:
+def test_due_day_never_lands_on_a_weekend_or_holiday(rules: CalendarRules, released_on: date, days_after: int) -> None:
     day = due_day(released_on, days_after, rules)
     assert day.weekday() < 5
     assert not _is_public_holiday(day, rules)
