@@ -101,6 +101,9 @@ class StepGroup:
         return " · ".join(part for part in parts if part)
 
 
+COUNTS = ("sent", "opened", "skipped", "failed", "deferred", "unknown", "already_done")
+
+
 @dataclass
 class BatchOutcome:
     """What one batch did, in counts and ledger ids only (Prefect keeps this after a person is erased)."""
@@ -116,16 +119,13 @@ class BatchOutcome:
     released: list[DueItem] = field(default_factory=list)
 
     def add(self, other: BatchOutcome) -> None:
-        for name in ("sent", "opened", "skipped", "failed", "deferred", "unknown", "already_done"):
+        for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failed_step_ids.extend(other.failed_step_ids)
         self.released.extend(other.released)
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            name: getattr(self, name)
-            for name in ("sent", "opened", "skipped", "failed", "deferred", "unknown", "already_done")
-        }
+        return {name: getattr(self, name) for name in COUNTS}
 
 
 # --- claims -----------------------------------------------------------------------------------------------------

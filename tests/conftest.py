@@ -16,6 +16,8 @@ from engage.settings import get_settings
 
 POSTGRES_ADMIN_URL = os.environ.get("ENGAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# The test Prefect server needs no telemetry (its heartbeat competes for its SQLite file and logs errors).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _postgres_unavailable_reason() -> str | None:
@@ -149,3 +151,22 @@ def smtp_sink(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[
         monkeypatch.setenv("ENGAGE_SMTP_PORT", str(capture.port))
         get_settings.cache_clear()
         yield capture
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real, temporary Prefect server (SQLite) for the whole run: flows report to it, tests read it back."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def prefect(prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The Prefect test server, with due times run in-process (no deployment) unless a test applies one."""
+    monkeypatch.setenv("ENGAGE_PREFECT_DEPLOYMENTS", "never")
+    monkeypatch.setenv("ENGAGE_RETRY_DELAY_SECONDS", "0.2")
+    get_settings.cache_clear()
+    return prefect_api

@@ -21,8 +21,12 @@ app = typer.Typer(
 def _register() -> None:
     """Attach every command group; each lives in its own module."""
     from engage.cli import db as db_commands
+    from engage.cli import orchestration
 
     app.add_typer(db_commands.app, name="db")
+    app.command("enroll")(orchestration.enroll)
+    app.command("run-due")(orchestration.run_due)
+    app.command("simulate")(orchestration.simulate)
     for module_name in ("templates", "contacts", "plans", "tasks", "staff"):
         try:
             module = __import__(f"engage.cli.{module_name}", fromlist=["app"])

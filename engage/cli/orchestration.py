@@ -1,0 +1,129 @@
+"""`engage enroll`, `engage run-due`, `engage simulate`: the flows, run from the terminal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from engage.cli._common import AsOption, JsonOption, NowOption, acting_email, console, parse_day, parse_now, print_json
+from engage.errors import EngageError
+from engage.settings import get_settings
+
+
+def _pairs(entries: list[str], option: str) -> dict[str, str]:
+    result = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise EngageError(f"{option} {entry!r}: expected KEY=VALUE")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def enroll(
+    attendees: Path = typer.Argument(..., help="The attendee list (CSV).", exists=False),
+    template: str = typer.Option(..., "--template", help="Plan template key, e.g. volunteer-followup."),
+    workshop: str = typer.Option(..., "--workshop", help='Workshop name, e.g. "Atelier Lyon".'),
+    on: str = typer.Option(..., "--date", help="Workshop date, e.g. 2026-11-20."),
+    place: str | None = typer.Option(None, "--place", help="Where it took place."),
+    mapping: list[str] = typer.Option([], "--map", help="COLUMN=FIELD for a column the importer does not know."),
+    roles: list[str] = typer.Option([], "--role", help="ROLE=TEMPLATE: the plan for attendees with this role."),
+    as_email: str | None = AsOption,
+    now_text: str | None = NowOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Enroll a workshop's attendees in their plans (the enroll flow, run here)."""
+    from flows.enroll import Attendees
+    from flows.enroll import enroll as enroll_flow
+
+    if not attendees.is_file():
+        raise EngageError(f"{attendees}: no such file")
+    staff = acting_email(as_email)
+    os.environ["ENGAGE_INBOX_DIR"] = str(attendees.resolve().parent)
+    get_settings.cache_clear()
+    request = Attendees(
+        attendees=attendees.name,
+        workshop=workshop,
+        date=parse_day(on, "--date"),
+        place=place,
+        applied_by=staff,
+        column_map=_pairs(mapping, "--map"),
+        role_templates=_pairs(roles, "--role"),
+    )
+    result = enroll_flow(request, template=template, now=parse_now(now_text))
+    if as_json:
+        print_json(result)
+        return
+    table = Table("what", "count")
+    for key, value in result.items():
+        if isinstance(value, int):
+            table.add_row(key, str(value))
+    console.print(table)
+
+
+def run_due(now_text: str | None = NowOption, as_json: bool = JsonOption) -> None:
+    """Run every plan step that is due now (the run-due-steps flow, run here)."""
+    from flows.run_due_steps import run_due_steps
+
+    result = run_due_steps(now=parse_now(now_text))
+    if as_json:
+        print_json(result)
+    else:
+        console.print(", ".join(f"{key}: {value}" for key, value in result.items()))
+
+
+def simulate(
+    template: str = typer.Option(..., "--template", help="Plan template key."),
+    attendees: Path = typer.Option(..., "--attendees", help="The attendee list (CSV)."),
+    days: int = typer.Option(35, "--days", help="How many days to play out."),
+    workshop: str = typer.Option("Atelier Lyon", "--workshop", help="Workshop name."),
+    on: str | None = typer.Option(None, "--date", help="Workshop date (default: today)."),
+    outbox: Path = typer.Option(Path("outbox"), "--outbox", help="Where each email lands as an .eml file."),
+    complete_calls: bool = typer.Option(False, "--complete-calls", help="Complete each call when it is due."),
+    roles: list[str] = typer.Option([], "--role", help="ROLE=TEMPLATE: the plan for attendees with this role."),
+    as_email: str | None = AsOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Play a workshop's plans through simulated days, with a local SMTP capture (nothing leaves the machine)."""
+    # The timeline is the output; Prefect's own run logs would drown it (the flows still report to the API).
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from engage.simulate import simulate as run_simulation
+
+    if not attendees.is_file():
+        raise EngageError(f"{attendees}: no such file")
+    if days < 1:
+        raise EngageError("--days takes a number of days >= 1")
+    started_on = parse_day(on, "--date") if on else parse_now(None).date()
+    staff = as_email or get_settings().staff_email or "staff@nmh.example.org"
+
+    def show(day: object, events: list[str]) -> None:
+        from datetime import date
+
+        assert isinstance(day, date)
+        console.print(f"[bold]day {(day - started_on).days:>2}[/bold] · {day:%a %d %b %Y}")
+        for event in events:
+            console.print(f"        {event}")
+
+    result = run_simulation(
+        attendees=attendees,
+        template=template,
+        workshop=workshop,
+        on=started_on,
+        days=days,
+        outbox=outbox,
+        staff_email=staff,
+        complete_calls=complete_calls,
+        role_templates=_pairs(roles, "--role"),
+        on_day=None if as_json else show,
+    )
+    if as_json:
+        print_json(result.as_dict())
+        return
+    console.print(
+        f"\n{result.plans} plans · {result.emails_sent} emails sent · {result.calls_created} calls created · "
+        f"{result.calls_completed} calls completed · {result.steps_skipped} steps skipped · "
+        f"{result.steps_failed} steps failed\nemails are in {result.outbox}/"
+    )

@@ -1,0 +1,120 @@
+"""The run-due-steps flow: claim what is due, run it as one task per (template step, batch), record every outcome."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import uuid4
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as current_flow_run
+from prefect.tasks import exponential_backoff
+
+from engage import runner
+from engage.errors import EngageError
+from engage.mailer import TransientSendError
+from engage.reports import redact
+from engage.runner import BatchOutcome, StepGroup
+from engage.settings import get_settings
+from flows.common import publish_workshop_progress, schedule_due_runs
+from models import StepKind, utcnow
+
+
+class StepsFailedError(EngageError):
+    """Some batches still failed after their retries: their steps are `failed` in the ledger until retried."""
+
+
+def _retry_on_transient(task: object, task_run: object, state: object) -> bool:
+    """Retry a batch only for failures that may pass (SMTP 4xx, refused or dropped connections)."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except TransientSendError:
+        return True
+    except Exception:  # anything else is a bug or a permanent problem: retrying would only repeat it
+        return False
+    return False
+
+
+@task(name="claim-due-steps", task_run_name="claim due steps")
+def claim_due_steps(now: datetime, claimant: str, limit: int, lease_seconds: int) -> list[int]:
+    """Atomically claim up to `limit` due plan steps for this run."""
+    return runner.claim_due_steps(now=now, claimant=claimant, limit=limit, lease_seconds=lease_seconds)
+
+
+@task(
+    name="send-step-emails",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_on_transient,
+)
+def send_step_emails(group: StepGroup, claimant: str, now: datetime, flow_run_id: str | None) -> BatchOutcome:
+    """Render and send the emails of one batch of claimed steps; the ledger skips what already went out."""
+    return runner.send_email_batch(step_ids=group.step_ids, claimant=claimant, now=now, flow_run_id=flow_run_id)
+
+
+@task(name="open-work-items")
+def open_work_items(group: StepGroup, claimant: str, now: datetime, flow_run_id: str | None) -> BatchOutcome:
+    """Turn due call and task steps into open work items for their assignees."""
+    return runner.open_work_items(step_ids=group.step_ids, claimant=claimant, now=now, flow_run_id=flow_run_id)
+
+
+def _run_name() -> str:
+    """Keep the name a scheduled run was given (e.g. `Atelier Lyon · day 7 · Resource pack`); name the others."""
+    name = current_flow_run.name or ""
+    if " · " in name:
+        return name
+    now = current_flow_run.parameters.get("now")
+    return f"due steps · {now:%Y-%m-%d %H:%M}" if isinstance(now, datetime) else f"due steps · {name}"
+
+
+@flow(name="run-due-steps", flow_run_name=_run_name, log_prints=False)
+def run_due_steps(now: datetime | None = None, batch_size: int | None = None) -> dict[str, int]:
+    """Run every plan step that is due: send emails, open calls and tasks, release the next steps."""
+    logger = get_run_logger()
+    settings = get_settings()
+    now = now or utcnow()
+    flow_run_id = current_flow_run.id
+    claimant = flow_run_id or f"local-{uuid4()}"
+    send = send_step_emails.with_options(retries=settings.send_retries)
+    if settings.retry_delay_seconds is not None:
+        send = send.with_options(retry_delay_seconds=settings.retry_delay_seconds)
+    totals = BatchOutcome()
+    report: list[dict[str, object]] = []
+    failures: list[str] = []
+    workshops: set[int | None] = set()
+    while claimed := claim_due_steps(now, claimant, batch_size or settings.batch_size, settings.lease_seconds):
+        futures: list[tuple[StepGroup, PrefectFuture[BatchOutcome]]] = []
+        for group in runner.group_claims(step_ids=claimed):
+            workshops.add(group.workshop_id)
+            batch_task = send if group.kind == StepKind.EMAIL else open_work_items
+            futures.append(
+                (group, batch_task.with_options(task_run_name=group.label).submit(group, claimant, now, flow_run_id))
+            )
+        for group, future in futures:
+            row: dict[str, object] = {"batch": group.label, "template": group.template_key}
+            try:
+                outcome = future.result()
+            except Exception as error:  # retries ran out: record it, go on with the other batches, fail at the end
+                reason = redact(str(error))
+                failed = runner.mark_failed(step_ids=group.step_ids, claimant=claimant, error=str(error), now=now)
+                totals.failed += failed
+                failures.append(f"{group.label}: {failed} steps failed: {reason}")
+                report.append(row | {"failed": failed, "error": reason})
+                logger.error("%s: %s steps failed after retries: %s", group.label, failed, reason)
+                continue
+            totals.add(outcome)
+            report.append(row | outcome.as_dict())
+            logger.info("%s: %s", group.label, outcome.as_dict())
+    scheduled = schedule_due_runs(totals.released)
+    if report:
+        create_table_artifact(table=report, description=f"Due steps run at {now:%Y-%m-%d %H:%M} UTC")
+        publish_workshop_progress(workshops, now)
+    if failures:
+        raise StepsFailedError("; ".join(failures))
+    return totals.as_dict() | {"batches": len(report), "scheduled_runs": scheduled}
+
+
+if __name__ == "__main__":
+    run_due_steps()
