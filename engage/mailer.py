@@ -1,19 +1,55 @@
-"""Build and send email over SMTP; one connection reused for a batch, reopened when the server drops it."""
+"""Build and send email over SMTP; one connection reused for a batch, reopened when the server drops it.
+
+Messages are built as bytes ready for the SMTP DATA command (headers encoded, both parts quoted-printable,
+CRLF line ends) without the ``email.message`` object model: building is the costly part of sending, and an
+email of Engage always has the same simple shape. ``PreparedMessage.parsed()`` reads one back for checks.
+
+The SMTP password comes from ``ENGAGE_SMTP_PASSWORD`` or, read only when a connection logs in, a Prefect
+Secret block named by ``ENGAGE_SMTP_PASSWORD_BLOCK``. It is never logged, never part of an error message
+and never shown in a repr.
+"""
 
 from __future__ import annotations
 
+import binascii
+import email
+import email.policy
+import logging
+import re
 import smtplib
 import ssl
+import threading
+import time
 import uuid
 from dataclasses import dataclass
-from email.headerregistry import Address
+from datetime import datetime
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr, getaddresses
 from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import SecretStr
 
 from engage.errors import EngageError
 from engage.settings import Settings
 from models import utcnow
+
+__all__ = [
+    "ConnectionSendError",
+    "OutgoingEmail",
+    "PermanentSendError",
+    "PreparedMessage",
+    "SendError",
+    "SendOutcomeUnknownError",
+    "SmtpSender",
+    "TransientSendError",
+    "build_message",
+    "new_message_id",
+]
+
+log = logging.getLogger(__name__)
 
 
 class SendError(EngageError):
@@ -27,6 +63,14 @@ class SendError(EngageError):
 
 class TransientSendError(SendError):
     """The server or the network failed in a way that may pass (4xx, refused, dropped): retry later."""
+
+
+class ConnectionSendError(TransientSendError):
+    """No message could be handed over (connection, TLS, login or sender refused): no recipient is to blame."""
+
+
+class SendOutcomeUnknownError(TransientSendError):
+    """The connection dropped after the message was handed over, before the server answered: it may have gone out."""
 
 
 class PermanentSendError(SendError):
@@ -47,35 +91,201 @@ class OutgoingEmail:
     language: str
 
 
+@dataclass(frozen=True)
+class PreparedMessage:
+    """A message ready for SMTP: envelope addresses and the bytes of DATA (7-bit, CRLF line ends)."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    message_id: str
+
+    def parsed(self) -> EmailMessage:
+        """Read the message back with the standard library, as a mail client would."""
+        message = email.message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)  # the default policy makes EmailMessage objects
+        return message
+
+
 def new_message_id(settings: Settings) -> str:
-    """A unique Message-ID short enough never to be folded: `<32 hex digits@organisation domain>`."""
+    """Return a unique Message-ID short enough never to be folded: `<32 hex digits@organisation domain>`."""
     domain = settings.organisation_email.rpartition("@")[2] or "engage.local"
     return f"<{uuid.uuid4().hex}@{domain}>"
 
 
-def _address(name: str | None, email: str) -> Address:
-    local, _, domain = email.rpartition("@")
-    return Address(display_name=name or "", username=local, domain=domain)
+# --- Building -------------------------------------------------------------------------------------------------
+
+_CRLF = b"\r\n"
+_LINE_START_FROM = re.compile(rb"^From ", re.MULTILINE)
 
 
-def build_message(email: OutgoingEmail, settings: Settings) -> EmailMessage:
-    """A multipart message (text, and HTML when there is one) with the headers every email of Engage carries."""
-    message = EmailMessage()
-    message["From"] = _address(settings.organisation_name, settings.smtp_from or settings.organisation_email)
-    message["To"] = _address(email.to_name, email.to)
-    if email.reply_to:
-        message["Reply-To"] = _address(email.reply_to_name, email.reply_to)
-    message["Subject"] = email.subject
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = email.message_id
-    message["Content-Language"] = email.language
+def _one_line(value: str) -> str:
+    """Collapse whitespace, so that nothing a contact typed can start a header of its own."""
+    return " ".join(value.split())
+
+
+def _ascii_address(address: str) -> str:
+    """Return an address as SMTP carries it: an internationalised domain in IDNA, the local part ASCII only."""
+    address = address.strip()
+    if any(char in address for char in '\r\n<>,;"') or address.count("@") != 1:
+        raise PermanentSendError(f"not a deliverable email address: {address!r}")
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        raise PermanentSendError(f"{address!r} has a non-ASCII local part, which needs SMTPUTF8")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise PermanentSendError(f"{address!r} has a domain that cannot be encoded for SMTP") from None
+    return f"{local}@{domain}"
+
+
+def _address_header(name: str | None, address: str) -> str:
+    return formataddr((_one_line(name or ""), address), charset="utf-8").replace("\n", "\r\n").replace("\r\r\n", "\r\n")
+
+
+def _subject_header(subject: str) -> str:
+    subject = _one_line(subject)
+    charset = "us-ascii" if subject.isascii() else "utf-8"
+    return Header(subject, charset, header_name="Subject").encode(linesep="\r\n")
+
+
+def _list_unsubscribe(url: str, mailto: str | None) -> str:
+    targets = [f"<{url}>"]
+    if mailto:
+        token = url.rstrip("/").rpartition("/")[2]
+        targets.insert(0, f"<mailto:{mailto}?subject={quote('unsubscribe ' + token)}>")
+    joined = ", ".join(targets)
+    # Keep header lines under 78 characters where the values allow it (RFC 5322 2.1.1).
+    return joined if len(joined) < 60 else ",\r\n ".join(targets)
+
+
+def _quoted_printable(text: str) -> bytes:
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not normalised.endswith("\n"):
+        normalised += "\n"
+    encoded = binascii.b2a_qp(normalised.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    # "From " at the start of a line is rewritten by some relays (mbox); encoding the F keeps the text intact.
+    encoded = _LINE_START_FROM.sub(b"=46rom ", encoded)
+    return encoded.replace(b"\n", _CRLF)
+
+
+def _part(subtype: str, text: str) -> bytes:
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'.encode()
+        + b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + _quoted_printable(text)
+    )
+
+
+def build_message(email: OutgoingEmail, settings: Settings, *, now: datetime | None = None) -> PreparedMessage:
+    """Build a message (text, and HTML when there is one) with the headers every email of Engage carries."""
+    sender = _ascii_address(settings.smtp_from or settings.organisation_email)
+    recipient = _ascii_address(email.to)
+    headers = [
+        f"From: {_address_header(settings.organisation_name, sender)}",
+        f"To: {_address_header(email.to_name, recipient)}",
+    ]
+    reply_to = email.reply_to or settings.organisation_reply_to
+    if reply_to:
+        reply_name = email.reply_to_name if email.reply_to else settings.organisation_name
+        headers.append(f"Reply-To: {_address_header(reply_name, _ascii_address(reply_to))}")
+    headers += [
+        f"Subject: {_subject_header(email.subject)}",
+        f"Date: {format_datetime(now or utcnow())}",
+        f"Message-ID: {email.message_id}",
+        f"Content-Language: {_one_line(email.language)}",
+    ]
     if email.unsubscribe_url:
-        message["List-Unsubscribe"] = f"<{email.unsubscribe_url}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(email.text)
-    if email.html:
-        message.add_alternative(email.html, subtype="html")
-    return message
+        headers.append(f"List-Unsubscribe: {_list_unsubscribe(email.unsubscribe_url, settings.unsubscribe_mailto)}")
+        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    headers.append("MIME-Version: 1.0")
+    if email.html is None:
+        body = _part("plain", email.text)
+    else:
+        # "=_" never occurs in quoted-printable text, so the boundary cannot collide with a body.
+        boundary = f"=_engage_{uuid.uuid4().hex}"
+        headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+        delimiter = f"--{boundary}\r\n".encode()
+        body = (
+            delimiter
+            + _part("plain", email.text)
+            + delimiter
+            + _part("html", email.html)
+            + f"--{boundary}--\r\n".encode()
+        )
+    head = "\r\n".join(headers).encode("ascii") + _CRLF
+    # A single text part's own headers continue the message's; a multipart body starts after a blank line.
+    data = head + body if email.html is None else head + _CRLF + body
+    return PreparedMessage(sender=sender, recipients=(recipient,), data=data, message_id=email.message_id)
+
+
+def prepare_email_message(message: EmailMessage, settings: Settings) -> PreparedMessage:
+    """Turn a standard-library message (e.g. a calendar invite) into what `SmtpSender.send` transmits."""
+    recipients = tuple(
+        _ascii_address(address)
+        for _, address in getaddresses(
+            [str(value) for key in ("To", "Cc", "Bcc") for value in message.get_all(key, [])]
+        )
+        if address
+    )
+    if not recipients:
+        raise PermanentSendError("the message has no recipient")
+    del message["Bcc"]
+    sender = _ascii_address(settings.smtp_from or settings.organisation_email)
+    return PreparedMessage(
+        sender=sender,
+        recipients=recipients,
+        data=message.as_bytes(policy=email.policy.SMTP),
+        message_id=str(message.get("Message-ID", "")),
+    )
+
+
+# --- Sending --------------------------------------------------------------------------------------------------
+
+
+class _RateLimiter:
+    """Space messages evenly so a process never sends more than the relay's rate; shared by every sender."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self, per_minute: float) -> None:
+        interval = 60.0 / per_minute
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + interval
+        if start > now:
+            time.sleep(start - now)
+
+
+_RATE_LIMITER = _RateLimiter()
+
+
+class _Dropped(Exception):
+    """The connection was lost before the message was handed over: sending again cannot duplicate it."""
+
+
+def _load_secret_block(name: str) -> str:
+    """Read the SMTP password from a Prefect Secret block; Prefect is imported only when this is used."""
+    from prefect.blocks.system import Secret
+
+    try:
+        # Called from synchronous code, load() returns the block itself (not a coroutine).
+        block: Any = Secret.load(name)
+    # Prefect raises its own, httpx's and pydantic's errors here; each becomes one clear line. The password is not
+    # loaded when this fails, so the message cannot contain it.
+    except Exception as error:
+        raise ConnectionSendError(
+            f"cannot read the SMTP password from the Prefect Secret block {name!r}: {type(error).__name__}: {error}"
+        ) from None
+    # The raw value: Secret.get() would parse a password such as "1234" as JSON and return a number.
+    value = block.value.get_secret_value() if isinstance(block.value, SecretStr) else block.value
+    if not isinstance(value, str) or not value:
+        raise ConnectionSendError(f"the Prefect Secret block {name!r} must hold a text value (the SMTP password)")
+    return value
 
 
 class SmtpSender:
@@ -83,7 +293,14 @@ class SmtpSender:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._smtp: smtplib.SMTP | None = None
+        self._connection: smtplib.SMTP | None = None
+        self._password: SecretStr | None = None
+        self._tls: ssl.SSLContext | None = None
+        self.connections_opened = 0
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"SmtpSender({s.smtp_host}:{s.smtp_port}, security={s.smtp_security}, user={s.smtp_user!r})"
 
     def __enter__(self) -> SmtpSender:
         return self
@@ -91,69 +308,182 @@ class SmtpSender:
     def __exit__(self, *exc: object | TracebackType | None) -> None:
         self.close()
 
+    @property
+    def _where(self) -> str:
+        return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            ca_file = self.settings.smtp_ca_file
+            try:
+                self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            except (OSError, ssl.SSLError) as error:
+                raise ConnectionSendError(f"cannot read ENGAGE_SMTP_CA_FILE {ca_file}: {error}") from None
+        return self._tls
+
+    def _login_password(self) -> str:
+        s = self.settings
+        if self._password is None:
+            if s.smtp_password is not None:
+                self._password = s.smtp_password
+            elif s.smtp_password_block:
+                self._password = SecretStr(_load_secret_block(s.smtp_password_block))
+            else:
+                raise ConnectionSendError(
+                    f"ENGAGE_SMTP_USER is {s.smtp_user!r} but no password is configured: set ENGAGE_SMTP_PASSWORD "
+                    "or ENGAGE_SMTP_PASSWORD_BLOCK"
+                )
+        return self._password.get_secret_value()
+
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
+        smtp: smtplib.SMTP | None = None
         try:
             if s.smtp_security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.smtp_host, s.smtp_port, timeout=s.smtp_timeout, context=ssl.create_default_context()
-                )
+                smtp = smtplib.SMTP_SSL(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout, context=self._tls_context())
             else:
                 smtp = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=s.smtp_timeout)
-                if s.smtp_security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
+            smtp.ehlo()
+            if s.smtp_security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise ConnectionSendError(f"the SMTP server {self._where} does not offer STARTTLS")
+                smtp.starttls(context=self._tls_context())
+                smtp.ehlo()
             if s.smtp_user:
-                password = s.smtp_password.get_secret_value() if s.smtp_password else ""
-                smtp.login(s.smtp_user, password)
+                smtp.login(s.smtp_user, self._login_password())
         except smtplib.SMTPAuthenticationError as error:
-            raise PermanentSendError(
-                f"SMTP login refused for user {s.smtp_user!r} at {s.smtp_host}:{s.smtp_port} ({error.smtp_code})",
+            _quietly_close(smtp)
+            answer = _answer(error.smtp_code, error.smtp_error)
+            raise ConnectionSendError(
+                f"SMTP login refused for user {s.smtp_user!r} at {self._where}: {answer}",
                 code=error.smtp_code,
+                response=answer,
             ) from None
+        except ssl.SSLCertVerificationError as error:
+            _quietly_close(smtp)
+            raise ConnectionSendError(
+                f"the TLS certificate of the SMTP server {self._where} is not trusted ({error.verify_message}); "
+                "set ENGAGE_SMTP_CA_FILE to the CA that signed it"
+            ) from None
+        except ConnectionSendError:
+            _quietly_close(smtp)
+            raise
         except (OSError, smtplib.SMTPException) as error:
-            raise TransientSendError(
-                f"cannot connect to SMTP server {s.smtp_host}:{s.smtp_port}: {type(error).__name__}: {error}"
+            _quietly_close(smtp)
+            raise ConnectionSendError(
+                f"cannot connect to SMTP server {self._where}: {type(error).__name__}: {_error_text(error)}"
             ) from None
+        self.connections_opened += 1
         return smtp
 
     def close(self) -> None:
-        if self._smtp is not None:
+        """Say QUIT and close the connection, if one is open."""
+        if self._connection is not None:
+            smtp, self._connection = self._connection, None
             try:
-                self._smtp.quit()
+                smtp.quit()
             except (OSError, smtplib.SMTPException):
-                self._smtp.close()
-            self._smtp = None
+                smtp.close()
 
-    def send(self, message: EmailMessage) -> str:
-        """Send one message; returns the server's answer. Reconnects once if the connection was dropped."""
+    def _discard(self) -> None:
+        if self._connection is not None:
+            _quietly_close(self._connection)
+            self._connection = None
+
+    def send(self, message: PreparedMessage | EmailMessage) -> str:
+        """Send one message; return the server's answer. Reconnects once if the connection was dropped."""
+        prepared = message if isinstance(message, PreparedMessage) else prepare_email_message(message, self.settings)
+        if self.settings.smtp_rate_per_minute:
+            _RATE_LIMITER.wait(self.settings.smtp_rate_per_minute)
         for attempt in (1, 2):
-            if self._smtp is None:
-                self._smtp = self._connect()
+            if self._connection is None:
+                self._connection = self._connect()
             try:
-                refused = self._smtp.send_message(message)
-            except smtplib.SMTPServerDisconnected:
-                self._smtp = None
+                return self._transmit(self._connection, prepared)
+            except _Dropped:
+                self._discard()
                 if attempt == 2:
-                    raise TransientSendError("the SMTP server closed the connection") from None
-                continue
-            except smtplib.SMTPRecipientsRefused as error:
-                code, answer = next(iter(error.recipients.values()))
-                raise _classified(code, answer) from None
-            except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as error:
-                raise _classified(error.smtp_code, error.smtp_error) from None
-            except (OSError, smtplib.SMTPException) as error:
-                self.close()
-                raise TransientSendError(f"SMTP error: {type(error).__name__}: {error}") from None
-            if refused:
-                code, answer = next(iter(refused.values()))
-                raise _classified(code, answer)
-            return "250 accepted"
-        raise TransientSendError("the SMTP server closed the connection")
+                    raise TransientSendError(
+                        f"the SMTP server {self._where} closed the connection again right after reconnecting"
+                    ) from None
+                log.info("the SMTP server %s closed the connection; reconnecting", self._where)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transmit(self, smtp: smtplib.SMTP, message: PreparedMessage) -> str:
+        """MAIL, RCPT, DATA by hand: a drop before DATA's content is retried, one after it is reported unknown."""
+        try:
+            code, answer = smtp.mail(message.sender)
+            if code != 250:
+                self._reset(smtp)
+                raise _refused(code, answer, sender=message.sender)
+            for recipient in message.recipients:
+                code, answer = smtp.rcpt(recipient)
+                if code not in (250, 251):
+                    self._reset(smtp)
+                    raise _refused(code, answer)
+            smtp.putcmd("data")
+            code, answer = smtp.getreply()
+            if code != 354:
+                self._reset(smtp)
+                raise _refused(code, answer)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            raise _Dropped from None
+        try:
+            smtp.send(_dot_stuffed(message.data))
+            code, answer = smtp.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as error:
+            self._discard()
+            raise SendOutcomeUnknownError(
+                f"the connection to {self._where} was lost after the message was handed over, before the server "
+                f"answered ({type(error).__name__}): it may have been delivered"
+            ) from None
+        if code != 250:
+            if code == 421:
+                self._discard()
+            raise _refused(code, answer)
+        return _answer(code, answer)
+
+    def _reset(self, smtp: smtplib.SMTP) -> None:
+        """Forget a refused transaction so the connection serves the next message; drop it if that fails."""
+        try:
+            code, _ = smtp.rset()
+        except (smtplib.SMTPException, OSError):
+            code = 0
+        if code != 250:
+            self._discard()
 
 
-def _classified(code: int, answer: bytes | str) -> SendError:
+def _dot_stuffed(data: bytes) -> bytes:
+    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    if not stuffed.endswith(_CRLF):
+        stuffed += _CRLF
+    return stuffed + b"." + _CRLF
+
+
+def _quietly_close(smtp: smtplib.SMTP | None) -> None:
+    if smtp is not None:
+        try:
+            smtp.close()
+        except OSError as error:
+            log.debug("closing an SMTP connection failed: %s", type(error).__name__)
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, smtplib.SMTPResponseException):
+        return _answer(error.smtp_code, error.smtp_error)
+    return str(error)
+
+
+def _answer(code: int, answer: bytes | str) -> str:
     text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
-    response = f"{code} {text}"
-    if 400 <= code < 500:
+    return f"{code} {' '.join(text.split())}"
+
+
+def _refused(code: int, answer: bytes | str, *, sender: str | None = None) -> SendError:
+    response = _answer(code, answer)
+    if sender is not None:
+        # The server refuses the From address itself: every message would fail alike, so no recipient is blamed.
+        return ConnectionSendError(f"SMTP server refused the sender {sender}: {response}", code=code, response=response)
+    if 400 <= code < 500 or code < 200:
         return TransientSendError(f"SMTP server deferred the message: {response}", code=code, response=response)
     return PermanentSendError(f"SMTP server refused the message: {response}", code=code, response=response)

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
 from engage.errors import NotFoundError, TemplateError
+from engage.rendering import EmailRenderer, get_renderer, sample_contexts
 from engage.settings import get_settings
 from engage.timerules import CalendarRules, parse_window
 from models import PlanTemplate, TemplateStep
@@ -52,7 +53,7 @@ StepKindName = Literal["email", "call", "task"]
 Priority = Literal["low", "normal", "high"]
 RescheduleTo = Literal["friday", "monday"]
 
-#: The files every email template folder holds per language (the HTML version comes with delivery).
+#: The files every email template folder must hold per language; `body.html`, the HTML part, is optional.
 EMAIL_TEMPLATE_PARTS = ("subject.txt", "body.txt")
 TEMPLATE_SUFFIX = ".yaml"
 ASSIGNEE_RULES = ("owner", "applier")
@@ -61,8 +62,6 @@ _TEMPLATE_KEY_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _STEP_KEY_RE = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 _LINK_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _EMAIL_TEMPLATE_RE = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*(?:/[a-z0-9]+(?:[-_][a-z0-9]+)*)*$")
-# Enough to catch a link an email uses but the template forgot; full render checks come with delivery.
-_LINK_USE_RE = re.compile(r"links\.(\w+)")
 _SYNC_ATTEMPTS = 5
 # Context flag: the loader checks the steps itself, to report one problem per step and field.
 _STEPS_CHECKED_BY_CALLER = "steps_checked_by_caller"
@@ -422,9 +421,17 @@ def _step_problems(steps: Sequence[object]) -> list[_Problem]:
 def _email_problems(
     steps: Sequence[object], links: object, email_templates_dir: Path, languages: Sequence[str]
 ) -> list[_Problem]:
-    """Check that every email step has its subject and body in every language, using only defined links."""
+    """Render every email step in every language with sample contacts, as the runner would; report what fails.
+
+    That finds a missing translation or part, an empty subject, a variable emails may not use, and a link
+    the template does not define, each named with its language, file and line.
+    """
     problems: list[_Problem] = []
-    defined = set(links) if isinstance(links, Mapping) else None
+    known_links = isinstance(links, Mapping)
+    # Links that are not a mapping are reported by the schema; render with none and ignore link problems then.
+    link_urls = {str(name): str(url) for name, url in links.items()} if isinstance(links, Mapping) else {}
+    renderer: EmailRenderer | None = None
+    contexts: dict[str, list[dict[str, Any]]] = {}
     for index, item in enumerate(steps):
         if not isinstance(item, Mapping) or item.get("kind") != "email":
             continue
@@ -443,27 +450,19 @@ def _email_problems(
                 )
             )
             continue
-        for language in languages:
-            for part in EMAIL_TEMPLATE_PARTS:
-                path = folder / language / part
-                if not path.is_file():
-                    problems.append(
-                        _Problem(f'language "{language}": missing {display_path(path)}', label, "email_template")
-                    )
-                    continue
-                if defined is None:
-                    continue
-                used = dict.fromkeys(_LINK_USE_RE.findall(path.read_text(encoding="utf-8")))
-                for link in used:
-                    if link not in defined:
-                        problems.append(
-                            _Problem(
-                                f'language "{language}": {display_path(path)} uses links.{link}, which the template '
-                                f"does not define under links{_suggest(link, sorted(defined))}",
-                                label,
-                                "email_template",
-                            )
-                        )
+        if renderer is None:
+            settings = get_settings()
+            renderer = get_renderer(email_templates_dir, tuple(languages))
+            contexts = {
+                language: sample_contexts(settings=settings, links=link_urls, language=language)
+                for language in renderer.languages
+            }
+        for problem in renderer.problems(name, contexts):
+            if not known_links and problem.message.startswith("uses links."):
+                continue
+            problems.append(
+                _Problem(f'language "{problem.language}": {problem.describe(display_path)}', label, "email_template")
+            )
     return problems
 
 

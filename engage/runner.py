@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from engage import db
+from engage import db, rendering
 from engage.mailer import (
     OutgoingEmail,
     PermanentSendError,
@@ -317,32 +317,17 @@ def _defer_outside_window(session: Session, item: _Loaded, now: datetime, outcom
     return True
 
 
-def email_context(item: _Loaded, settings: Settings, unsubscribe: str) -> dict[str, object]:
+def email_context(item: _Loaded, settings: Settings, unsubscribe: str, language: str) -> dict[str, object]:
     """What an email template may use; see `email_templates/README.md`."""
-    contact, workshop, staff = item.contact, item.workshop, item.applier or item.assignee
-    spec = template_spec(item.template)
-    return {
-        "contact": {
-            "first_name": contact.first_name or "",
-            "last_name": contact.last_name or "",
-            "full_name": contact.full_name,
-            "email": contact.email,
-        },
-        "workshop": {
-            "name": workshop.name if workshop else "",
-            "date": workshop.date if workshop else None,
-            "date_text": workshop.date.strftime("%d/%m/%Y") if workshop else "",
-            "place": (workshop.place or "") if workshop else "",
-        },
-        "organisation": {
-            "name": settings.organisation_name,
-            "address": settings.organisation_address,
-            "email": settings.organisation_email,
-        },
-        "staff": {"name": staff.name if staff else settings.organisation_name, "email": staff.email if staff else ""},
-        "links": dict(spec.links),
-        "unsubscribe_url": unsubscribe,
-    }
+    return rendering.email_context(
+        contact=item.contact,
+        workshop=item.workshop,
+        staff=item.applier or item.assignee,
+        links=template_spec(item.template).links,
+        settings=settings,
+        unsubscribe_url=unsubscribe,
+        language=language,
+    )
 
 
 def _next_sequence(session: Session, step_id: int) -> int:
@@ -395,7 +380,8 @@ def send_email_batch(
             assert spec.email_template is not None
             language = renderer.pick_language(contact.language)
             unsubscribe = unsubscribe_url(contact.id or 0, settings)
-            rendered = renderer.render(spec.email_template, language, email_context(item, settings, unsubscribe))
+            context = email_context(item, settings, unsubscribe, language)
+            rendered = renderer.render(spec.email_template, language, context)
             staff = item.applier or item.assignee
             outgoing = OutgoingEmail(
                 to=contact.email,

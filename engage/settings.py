@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     organisation_email: str = Field(
         default="contact@nomorehomelessness.org", description="From address of every email."
     )
+    organisation_reply_to: str | None = Field(
+        default=None,
+        description=(
+            "Where answers go when no staff member is behind a plan (else the staff member who applied it); "
+            "default: ENGAGE_ORGANISATION_EMAIL."
+        ),
+    )
     timezone: str = Field(default="Europe/Paris", description="The organisation's time zone, default for new staff.")
     languages: str = Field(
         default="fr,en", description="Languages emails are written in, comma separated; the first is the default."
@@ -57,12 +64,33 @@ class Settings(BaseSettings):
     smtp_from: str | None = Field(
         default=None, description="From address of every email; default: ENGAGE_ORGANISATION_EMAIL."
     )
+    smtp_password_block: str | None = Field(
+        default=None,
+        description=(
+            "Name of a Prefect Secret block holding the SMTP password, read when a connection logs in; "
+            "used when ENGAGE_SMTP_PASSWORD is not set."
+        ),
+    )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="A PEM file of CA certificates to trust for STARTTLS/SSL, e.g. a private relay's own CA.",
+    )
+    smtp_rate_per_minute: float | None = Field(
+        default=None, gt=0, description="At most this many messages a minute per process, for relays that throttle."
+    )
     unsubscribe_secret: SecretStr = Field(
         default=SecretStr("engage-local-development-secret-change-me"),
         description="HMAC key of unsubscribe links. Set a long random value in production.",
     )
     unsubscribe_base_url: str = Field(
         default="http://127.0.0.1:8025", description="Public address of `engage unsubscribe-server`."
+    )
+    unsubscribe_mailto: str | None = Field(
+        default=None,
+        description=(
+            "An address that processes unsubscribe emails, added to the List-Unsubscribe header next to the link; "
+            "none by default (the link alone gives one-click unsubscribe)."
+        ),
     )
     prefect_deployments: Literal["auto", "always", "never"] = Field(
         default="auto",
