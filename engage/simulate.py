@@ -40,6 +40,7 @@ class SimulationResult:
     steps_skipped: int
     outbox: Path
     timeline: list[tuple[date, list[str]]] = field(default_factory=list)
+    enrollment: dict[str, object] = field(default_factory=dict)
 
     def minus(self, before: SimulationResult) -> SimulationResult:
         """This run's work: counts beyond what the ledger held before it (the timeline stays whole)."""
@@ -65,6 +66,7 @@ class SimulationResult:
             "steps_failed": self.steps_failed,
             "steps_skipped": self.steps_skipped,
             "outbox": str(self.outbox),
+            "enrollment": self.enrollment,
             "timeline": [{"date": day.isoformat(), "events": events} for day, events in self.timeline],
         }
 
@@ -159,7 +161,7 @@ def simulate(
     ):
         _ensure_staff(staff_email)
         before = _snapshot(workshop, on, outbox)
-        enroll(
+        enrollment = enroll(
             Attendees(
                 attendees=attendees.name,
                 workshop=workshop,
@@ -190,6 +192,7 @@ def simulate(
             result = _result(session, workshop_id, outbox)
     if before is not None:
         result = result.minus(before)
+    result.enrollment = {k: v for k, v in enrollment.items() if k not in ("due_now", "scheduled_runs")}
     if on_day is not None:
         for day, events in result.timeline:
             on_day(day, events)

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults, in ./demo (a fresh SQLite ledger each time).
+# The main job on embedded defaults, in ./demo: a workshop's plans played out over 35 simulated days, with a
+# fresh SQLite ledger, Prefect running in-process, and a local SMTP capture that writes every email to
+# ./demo/outbox as an .eml file. Nothing leaves the machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 engage="$root/.venv/bin/engage"
 mkdir -p "$root/demo"
 cd "$root/demo"
-rm -f engage.db engage.db-wal engage.db-shm
+rm -rf engage.db engage.db-wal engage.db-shm outbox attendees.rejects.csv
 export ENGAGE_STAFF_EMAIL=camille@nmh.example.org
 
 "$engage" staff add camille@nmh.example.org --name "Camille Martin" --timezone Europe/Paris
 "$engage" templates validate
 cp "$root/samples/attendees.csv" attendees.csv
-"$engage" contacts import attendees.csv
-for email in helene.lefevre@example.org jerome.faure@example.com samuel.oconnor@example.com; do
-  "$engage" plans apply volunteer-followup "$email" --workshop "Atelier Lyon" --date 2026-11-20 --now 2026-11-20T18:00
-done
-"$engage" plans apply donor-followup priya.sharma@example.com --workshop "Atelier Lyon" --date 2026-11-20 \
-  --now 2026-11-20T18:00
-"$engage" plans list
-"$engage" tasks list --now 2026-11-20T18:00
+"$engage" simulate --template volunteer-followup --role donor=donor-followup \
+  --attendees attendees.csv --workshop "Atelier Lyon" --date 2026-11-20 --days 35 --outbox outbox
+echo
+echo "Staff task list on the morning of day 34 (the calls are open):"
+"$engage" tasks list --now 2026-12-24T09:00
+echo "The emails are in $root/demo/outbox; the ledger is $root/demo/engage.db."

@@ -130,11 +130,16 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  #
         monkeypatch.setattr(sys, "argv", ["engage", *args])
         monkeypatch.setenv("COLUMNS", "200")
         get_settings.cache_clear()  # a real command starts a fresh process, reading the environment anew
+        environment = dict(os.environ)  # what a command sets in its own process must not leak into the next
         try:
             main()
             code = 0
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        finally:
+            os.environ.clear()
+            os.environ.update(environment)
+            get_settings.cache_clear()
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

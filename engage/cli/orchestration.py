@@ -122,8 +122,14 @@ def simulate(
     if as_json:
         print_json(result.as_dict())
         return
+    imported = result.enrollment
     console.print(
-        f"\n{result.plans} plans · {result.emails_sent} emails sent · {result.calls_created} calls created · "
+        f"\nattendees: {imported.get('created', 0)} new, {imported.get('updated', 0)} updated, "
+        f"{imported.get('rejected', 0)} rejected"
+        + (f" (fix them in {imported['rejects_file']} and enroll it again)" if imported.get("rejects_file") else "")
+    )
+    console.print(
+        f"{result.plans} plans · {result.emails_sent} emails sent · {result.calls_created} calls created · "
         f"{result.calls_completed} calls completed · {result.steps_skipped} steps skipped · "
         f"{result.steps_failed} steps failed\nemails are in {result.outbox}/"
     )
