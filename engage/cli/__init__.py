@@ -21,12 +21,15 @@ app = typer.Typer(
 def _register() -> None:
     """Attach every command group; each lives in its own module."""
     from engage.cli import db as db_commands
-    from engage.cli import orchestration
+    from engage.cli import emails, orchestration
 
     app.add_typer(db_commands.app, name="db")
     app.command("enroll")(orchestration.enroll)
     app.command("run-due")(orchestration.run_due)
     app.command("simulate")(orchestration.simulate)
+    app.command("preview")(emails.preview)
+    app.command("send-test")(emails.send_test)
+    app.command("unsubscribe-server")(emails.unsubscribe_server)
     for module_name in ("templates", "contacts", "plans", "tasks", "staff"):
         try:
             module = __import__(f"engage.cli.{module_name}", fromlist=["app"])
