@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import SecretStr
+from pydantic import Secret, SecretStr
 
 from engage.errors import EngageError
 from engage.settings import Settings
@@ -205,14 +205,16 @@ def build_message(email: OutgoingEmail, settings: Settings, *, now: datetime | N
     else:
         # "=_" never occurs in quoted-printable text, so the boundary cannot collide with a body.
         boundary = f"=_engage_{uuid.uuid4().hex}"
-        headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
-        delimiter = f"--{boundary}\r\n".encode()
+        headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
+        # The line break before a delimiter belongs to the delimiter (RFC 2046): each part ends with one more,
+        # so that its own last line break survives.
+        delimiter = f"\r\n--{boundary}\r\n".encode()
         body = (
-            delimiter
+            delimiter[2:]
             + _part("plain", email.text)
             + delimiter
             + _part("html", email.html)
-            + f"--{boundary}--\r\n".encode()
+            + f"\r\n--{boundary}--\r\n".encode()
         )
     head = "\r\n".join(headers).encode("ascii") + _CRLF
     # A single text part's own headers continue the message's; a multipart body starts after a blank line.
@@ -270,11 +272,11 @@ class _Dropped(Exception):
 
 def _load_secret_block(name: str) -> str:
     """Read the SMTP password from a Prefect Secret block; Prefect is imported only when this is used."""
-    from prefect.blocks.system import Secret
+    from prefect.blocks.system import Secret as SecretBlock
 
     try:
         # Called from synchronous code, load() returns the block itself (not a coroutine).
-        block: Any = Secret.load(name)
+        block: Any = SecretBlock.load(name)
     # Prefect raises its own, httpx's and pydantic's errors here; each becomes one clear line. The password is not
     # loaded when this fails, so the message cannot contain it.
     except Exception as error:
@@ -282,7 +284,7 @@ def _load_secret_block(name: str) -> str:
             f"cannot read the SMTP password from the Prefect Secret block {name!r}: {type(error).__name__}: {error}"
         ) from None
     # The raw value: Secret.get() would parse a password such as "1234" as JSON and return a number.
-    value = block.value.get_secret_value() if isinstance(block.value, SecretStr) else block.value
+    value = block.value.get_secret_value() if isinstance(block.value, SecretStr | Secret) else block.value
     if not isinstance(value, str) or not value:
         raise ConnectionSendError(f"the Prefect Secret block {name!r} must hold a text value (the SMTP password)")
     return value
