@@ -507,6 +507,85 @@ def add_follow_up(*, session: Session, step_id: int, on: date, subject: str, by:
     return follow_up
 
 
+def retry_steps(
+    *,
+    session: Session,
+    now: datetime,
+    step_ids: Sequence[int] = (),
+    flow_run_id: str | None = None,
+    all_failed: bool = False,
+) -> list[PlanStep]:
+    """Put failed steps back on the schedule, due now: those named, those a run failed, or every retryable one.
+
+    A step named by id is retried even when it was refused for good (staff know best, e.g. after fixing an
+    address); the other ways take only steps whose retries ran out. Steps in doubt (`unknown`) are never retried
+    here: staff say first whether they went out (`engage tasks resolve`).
+    """
+    query = select(PlanStep).where(PlanStep.status == StepStatus.FAILED)
+    if step_ids:
+        query = query.where(col(PlanStep.id).in_(list(step_ids)))
+    elif flow_run_id is not None:
+        query = query.where(PlanStep.flow_run_id == flow_run_id, col(PlanStep.retryable).is_(True))
+    elif all_failed:
+        query = query.where(col(PlanStep.retryable).is_(True))
+    else:
+        raise EngageError("say which steps to retry: step ids, a flow run, or all failed steps")
+    steps = list(session.exec(query.order_by(col(PlanStep.id))))
+    if step_ids:
+        found = {s.id for s in steps}
+        for step_id in step_ids:
+            if step_id not in found:
+                status = get_step(session=session, step_id=step_id).status
+                raise InvalidStateError(f"task {step_id} is {status}, not failed: nothing to retry")
+    for step in steps:
+        step.status = StepStatus.SCHEDULED
+        step.due_at = now
+        step.retryable = False
+        step.completed_at = None
+        step.updated_at = now
+        session.add(step)
+    return steps
+
+
+def resolve_unknown(
+    *, session: Session, step_id: int, went_out: bool, now: datetime, by: Staff | None = None
+) -> list[PlanStep]:
+    """Staff say whether a send in doubt went out: `sent` records it and releases the next step, or send again.
+
+    Returns the steps released (for `went_out`) or the step scheduled again.
+    """
+    from models import Delivery, DeliveryState
+
+    step = get_step(session=session, step_id=step_id)
+    if step.status != StepStatus.UNKNOWN:
+        raise InvalidStateError(f"task {step_id} is {step.status}, not unknown: nothing to resolve")
+    doubtful = session.exec(
+        select(Delivery).where(Delivery.plan_step_id == step_id, Delivery.state == DeliveryState.UNKNOWN)
+    ).all()
+    if went_out:
+        for delivery in doubtful:
+            delivery.state = DeliveryState.SENT
+            delivery.sent_at = delivery.sent_at or now
+            delivery.smtp_response = (delivery.smtp_response or "") + " (confirmed by staff)"
+            session.add(delivery)
+        return finish_step(
+            session=session,
+            step=step,
+            status=StepStatus.DONE,
+            now=now,
+            by=by,
+            outcome="sent (confirmed by staff after a crash)",
+        )
+    # The delivery in doubt stays `unknown` for the record; the next attempt is a new delivery (sequence + 1).
+    step.status = StepStatus.SCHEDULED
+    step.due_at = now
+    step.lease_until = None
+    step.claimed_by = None
+    step.updated_at = now
+    session.add(step)
+    return [step]
+
+
 # --- task lists -------------------------------------------------------------------------------------------------
 
 

@@ -417,6 +417,7 @@ def send_email_batch(
                 delivery.state = DeliveryState.FAILED
                 delivery.smtp_response = error.response or str(error)
                 step.status = StepStatus.FAILED
+                step.retryable = False
                 step.last_error = str(error)
                 step.completed_at = now
                 step.lease_until = None
@@ -492,12 +493,18 @@ def _create_call(session: Session, item: _Loaded, now: datetime) -> Call:
 
 
 def mark_failed(*, step_ids: Iterable[int], claimant: str, error: str, now: datetime, url: str | None = None) -> int:
-    """Retries ran out: the claimed steps not finished are `failed` and block their dependents until staff act."""
+    """Retries ran out: the claimed steps not finished are `failed` and block their dependents until staff act.
+
+    They stay `retryable` and remember the run (``claimant``) that failed them, so retrying that run in the
+    Prefect UI, or `engage retry`, runs exactly them again.
+    """
     with db.session_scope(url) as session:
         items = _load(session, step_ids, claimant)
         for item in items:
             item.step.status = StepStatus.FAILED
+            item.step.retryable = True
             item.step.last_error = error[:2000]
+            item.step.flow_run_id = claimant
             item.step.lease_until = None
             item.step.claimed_by = None
             item.step.updated_at = now

@@ -11,9 +11,10 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
 from prefect.tasks import exponential_backoff
 
-from engage import runner
+from engage import db, runner
 from engage.errors import EngageError
 from engage.mailer import TransientSendError
+from engage.plans import retry_steps
 from engage.reports import redact
 from engage.runner import BatchOutcome, StepGroup
 from engage.settings import get_settings
@@ -34,6 +35,13 @@ def _retry_on_transient(task: object, task_run: object, state: object) -> bool:
     except Exception:  # anything else is a bug or a permanent problem: retrying would only repeat it
         return False
     return False
+
+
+@task(name="retry-failed-steps", task_run_name="put this run's failed steps back on the schedule")
+def retry_failed_steps(flow_run_id: str, now: datetime) -> int:
+    """On a retry of this run (the UI's "Retry"), schedule again the steps it failed; the ledger skips the rest."""
+    with db.session_scope() as session:
+        return len(retry_steps(session=session, now=now, flow_run_id=flow_run_id))
 
 
 @task(name="claim-due-steps", task_run_name="claim due steps")
@@ -80,6 +88,8 @@ def run_due_steps(now: datetime | None = None, batch_size: int | None = None) ->
     send = send_step_emails.with_options(retries=settings.send_retries)
     if settings.retry_delay_seconds is not None:
         send = send.with_options(retry_delay_seconds=settings.retry_delay_seconds)
+    if flow_run_id and (current_flow_run.run_count or 1) > 1:
+        logger.info("retry of this run: %s failed steps scheduled again", retry_failed_steps(flow_run_id, now))
     totals = BatchOutcome()
     report: list[dict[str, object]] = []
     failures: list[str] = []

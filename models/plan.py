@@ -58,6 +58,9 @@ class PlanStep(SQLModel, table=True):
     priority: str = Field(default="normal", max_length=10)
     attempts: int = Field(default=0)
     last_error: str | None = Field(default=None, max_length=2000)
+    retryable: bool = Field(
+        default=False, description="A failed step whose retries ran out (not one refused for good): retry may help."
+    )
     skip_reason: str | None = Field(default=None, max_length=500)
     outcome: str | None = Field(default=None, max_length=2000)
     released_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

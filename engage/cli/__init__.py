@@ -26,6 +26,7 @@ def _register() -> None:
     app.add_typer(db_commands.app, name="db")
     app.command("enroll")(orchestration.enroll)
     app.command("run-due")(orchestration.run_due)
+    app.command("retry")(orchestration.retry)
     app.command("simulate")(orchestration.simulate)
     app.command("preview")(emails.preview)
     app.command("send-test")(emails.send_test)

@@ -75,6 +75,34 @@ def run_due(now_text: str | None = NowOption, as_json: bool = JsonOption) -> Non
         console.print(", ".join(f"{key}: {value}" for key, value in result.items()))
 
 
+def retry(
+    failed: bool = typer.Option(False, "--failed", help="Every step whose retries ran out."),
+    step: list[int] = typer.Option([], "--step", help="This failed step (repeatable), even one refused for good."),
+    run: str | None = typer.Option(None, "--run", help="The steps this Prefect flow run failed."),
+    now_text: str | None = NowOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Put failed steps back on the schedule and run them now; what already went out is never sent again."""
+    from engage import db
+    from engage.plans import retry_steps
+    from flows.run_due_steps import run_due_steps
+
+    if sum((failed, bool(step), run is not None)) != 1:
+        raise EngageError("say what to retry: --failed, --step ID or --run FLOW_RUN_ID (one of them)")
+    now = parse_now(now_text)
+    db.ensure_schema()
+    with db.session_scope() as session:
+        retried = retry_steps(session=session, now=now, step_ids=step, flow_run_id=run, all_failed=failed)
+        count = len(retried)
+    result: dict[str, object] = {"retried": count}
+    if count:
+        result |= run_due_steps(now=now)
+    if as_json:
+        print_json(result)
+    else:
+        console.print(", ".join(f"{key}: {value}" for key, value in result.items()))
+
+
 def simulate(
     template: str = typer.Option(..., "--template", help="Plan template key."),
     attendees: Path = typer.Option(..., "--attendees", help="The attendee list (CSV)."),

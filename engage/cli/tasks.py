@@ -19,6 +19,7 @@ from engage.cli._common import (
     print_json,
 )
 from engage.cli.plans import step_json
+from engage.errors import EngageError
 from engage.staff import get_staff
 from models import PlanStep
 
@@ -34,6 +35,7 @@ def list_(
     status: list[str] = typer.Option([], "--status", help="Only these statuses (repeatable)."),
     plan: int | None = typer.Option(None, "--plan", help="Only tasks of this plan."),
     run: str | None = typer.Option(None, "--run", help="Only tasks handled by this Prefect flow run id."),
+    unknown: bool = typer.Option(False, "--unknown", help="Only sends in doubt after a crash (resolve them)."),
     now_text: str | None = NowOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -47,7 +49,7 @@ def list_(
             overdue=overdue,
             upcoming_days=upcoming,
             kinds=kind,
-            statuses=status,
+            statuses=["unknown"] if unknown else status,
             plan_id=plan,
             flow_run_id=run,
         )
@@ -112,6 +114,32 @@ def skip(
         by = get_staff(session=session, email=acting_email(as_email))
         released = plan_ops.skip_task(session=session, step_id=task_id, reason=reason, by=by, now=parse_now(now_text))
         message = f"task {task_id} skipped" + _released_text(released)
+    console.print(message)
+
+
+@app.command("resolve")
+def resolve(
+    task_id: int = typer.Argument(..., help="A task in doubt (see engage tasks list --unknown)."),
+    sent: bool = typer.Option(
+        False, "--sent", help="It went out (e.g. the contact received it): release the next step."
+    ),
+    resend: bool = typer.Option(False, "--resend", help="It did not go out: send it again."),
+    as_email: str | None = AsOption,
+    now_text: str | None = NowOption,
+) -> None:
+    """Say whether an email in doubt after a crash went out; nothing is ever sent twice without a person asking."""
+    if sent == resend:
+        raise EngageError("say --sent or --resend")
+    with ledger() as session:
+        by = get_staff(session=session, email=acting_email(as_email))
+        steps = plan_ops.resolve_unknown(
+            session=session, step_id=task_id, went_out=sent, now=parse_now(now_text), by=by
+        )
+        message = (
+            f"task {task_id} recorded as sent" + _released_text(steps)
+            if sent
+            else f"task {task_id} will be sent again at the next run (engage run-due)"
+        )
     console.print(message)
 
 

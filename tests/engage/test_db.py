@@ -37,3 +37,13 @@ def test_one_contact_per_normalised_email(session: Session) -> None:
     session.add(Contact(email="lea@example.org", email_key="lea@example.org"))
     with pytest.raises(IntegrityError):
         session.commit()
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with engage_db.get_engine(db_url).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        assert compare_metadata(context, SQLModel.metadata) == []
