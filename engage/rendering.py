@@ -10,7 +10,7 @@ for each contact, and validation calls it with sample contacts, so what validate
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -327,10 +327,14 @@ class EmailProblem:
     file: Path | None
     message: str
     line: int | None = None
+    #: where the error surfaced when that is another template than the one at fault (a macro given a bad value)
+    via: tuple[Path, int] | None = None
 
-    def describe(self, show: Any = str) -> str:
+    def describe(self, show: Callable[[Path], str] = str) -> str:
         """Return one line: `missing FILE (the subject)` or `FILE uses contact.nme, ... (line 3)`."""
         where = f" (line {self.line})" if self.line else ""
+        if self.via is not None:
+            where = f" (line {self.line}, via {show(self.via[0])} line {self.via[1]})"
         if self.file is None:
             return f"{self.message}{where}"
         if self.message.startswith("missing"):
@@ -439,24 +443,36 @@ class EmailRenderer:
         except TemplateNotFound as error:
             return EmailProblem(language, path, f"uses the template {error.name}, which does not exist")
         except UndefinedError as error:
-            frame_file, line = _template_frame(error, self.directory)
-            return EmailProblem(language, frame_file or path, str(error), line)
+            frames = _template_frames(error, self.directory)
+            if not frames:
+                return EmailProblem(language, path, str(error))
+            # A macro fails on a value its caller gave it: the caller's line is the one to fix.
+            callers = [frame for frame in frames if frame[2] != "template"] or frames
+            file, line, _ = callers[-1]
+            via = (frames[-1][0], frames[-1][1]) if frames[-1] != callers[-1] else None
+            return EmailProblem(language, file, str(error), line, via)
         if part == "subject.txt" and not rendered.strip():
             return EmailProblem(language, path, "the subject is empty")
         return None
 
 
-def _template_frame(error: BaseException, directory: Path) -> tuple[Path | None, int | None]:
-    """Return the template file and line where a rendering error happened (Jinja rewrites tracebacks so)."""
-    root = str(directory.resolve())
-    found: tuple[Path | None, int | None] = (None, None)
+def _template_frames(error: BaseException, directory: Path) -> list[tuple[Path, int, str]]:
+    """Return the template frames of a rendering error, outermost first: (file, line, function name).
+
+    Jinja rewrites tracebacks so that each frame of a template shows its file and line, and names it
+    "top-level template code", "block 'NAME'", or "template" for a macro.
+    """
+    root = directory.resolve().as_posix()
+    frames = []
     tb: TracebackType | None = error.__traceback__
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if Path(filename).resolve().as_posix().startswith(Path(root).as_posix()):
-            found = (Path(filename), tb.tb_lineno)
+        code = tb.tb_frame.f_code
+        if code.co_filename.endswith((".txt", ".html")) and Path(code.co_filename).resolve().as_posix().startswith(
+            root
+        ):
+            frames.append((Path(code.co_filename), tb.tb_lineno, code.co_name))
         tb = tb.tb_next
-    return found
+    return frames
 
 
 def _template_position(error: BaseException) -> str:

@@ -60,7 +60,8 @@ def secret_problem(settings: Settings, *, serving_host: str | None = None) -> st
         return None
     return (
         f"ENGAGE_UNSUBSCRIBE_SECRET {problem}, but unsubscribe links are served at {where}: anybody could forge "
-        "them. Set a long random value, e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        "them. Set a long random value, e.g. from "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
     )
 
 
@@ -87,7 +88,7 @@ def read_token(token: str, settings: Settings | None = None) -> int:
     """Return the contact id of a valid token; BadTokenError otherwise."""
     settings = settings or get_settings()
     contact_part, _, signature = token.partition(".")
-    if not contact_part.isdigit() or len(contact_part) > 18 or not signature:
+    if not (contact_part.isascii() and contact_part.isdigit()) or len(contact_part) > 18 or not signature:
         raise BadTokenError("this unsubscribe link is not valid")
     contact_id = int(contact_part)
     expected = _signature(contact_id, settings.unsubscribe_secret.get_secret_value())

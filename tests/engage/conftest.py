@@ -8,6 +8,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -349,36 +350,45 @@ class RunningApp:
     server: Any
 
 
-@pytest.fixture
-def unsubscribe_app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningApp]:
-    """`engage unsubscribe-server`'s app under uvicorn on a free loopback port; emails link to it."""
+@contextmanager
+def served(app: Any, port: int | None = None) -> Iterator[RunningApp]:
+    """Serve an ASGI app with uvicorn on a free loopback port, in a thread, for the duration of a test."""
     import uvicorn
 
-    from engage.unsubscribe_server import create_app
-
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("ENGAGE_UNSUBSCRIBE_BASE_URL", base_url)
-    monkeypatch.setenv("ENGAGE_UNSUBSCRIBE_SECRET", "a-test-secret-long-enough-for-anything-0123456789")
-    get_settings.cache_clear()
+    port = port or free_port()
     config = uvicorn.Config(
-        create_app(get_settings()),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        ws="none",
-        http="h11",
+        app, host="127.0.0.1", port=port, log_level="critical", access_log=False, lifespan="off", ws="none", http="h11"
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="unsubscribe-app", daemon=True)
+    thread = threading.Thread(target=server.run, name="asgi-app", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the unsubscribe app did not start")
+            raise RuntimeError("the app did not start")
         time.sleep(0.01)
-    yield RunningApp(base_url, server)
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield RunningApp(f"http://127.0.0.1:{port}", server)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Any], RunningApp]]:
+    """Start ASGI apps for real: `serve(app).base_url`; all stop at the end of the test."""
+    with ExitStack() as stack:
+        yield lambda app: stack.enter_context(served(app))
+
+
+@pytest.fixture
+def unsubscribe_app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningApp]:
+    """`engage unsubscribe-server`'s app under uvicorn on a free loopback port; emails link to it."""
+    from engage.unsubscribe_server import create_app
+
+    port = free_port()
+    monkeypatch.setenv("ENGAGE_UNSUBSCRIBE_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("ENGAGE_UNSUBSCRIBE_SECRET", "a-test-secret-long-enough-for-anything-0123456789")
+    get_settings.cache_clear()
+    with served(create_app(get_settings()), port=port) as running:
+        yield running

@@ -302,6 +302,93 @@ def test_each_mistake_is_one_problem_naming_file_step_and_field(
     assert str(raised.value) == problems[0]
 
 
+SEED_EMAILS = [
+    ("volunteer-followup", "survey", "volunteer/survey", "survey"),
+    ("volunteer-followup", "resource-pack", "volunteer/resource-pack", "resource_pack"),
+    ("volunteer-followup", "motivation", "volunteer/motivation", "ambassador_video"),
+    ("donor-followup", "impact-story", "donor/impact-story", "impact_report"),
+    ("donor-followup", "call-to-give", "donor/call-to-give", "donation_page"),
+    ("donor-followup", "project-visit", "donor/project-visit", "project_visit"),
+]
+
+
+def _replace(path: Path, old: str, new: str) -> None:
+    content = path.read_text(encoding="utf-8")
+    assert old in content, (path, old)
+    path.write_text(content.replace(old, new), encoding="utf-8")
+
+
+EMAIL_MISTAKES: dict[str, tuple[Callable[[Path, str], None], str]] = {
+    "unknown variable": (
+        lambda folder, _link: _replace(folder / "body.html", "contact.first_name %}", "contact.firstname %}"),
+        "{folder}/body.html uses contact.firstname, which is not a variable emails may use "
+        '(did you mean "contact.first_name"?) (line ',
+    ),
+    "link the template does not define": (
+        lambda folder, link: _replace(folder / "body.txt", f"links.{link} }}}}", f"links.{link}s }}}}"),
+        "{folder}/body.txt uses links.{link}s, which the template does not define under links "
+        '(did you mean "{link}"?) (line ',
+    ),
+    "missing subject": (
+        lambda folder, _link: (folder / "subject.txt").unlink(),
+        "missing {folder}/subject.txt (the subject)",
+    ),
+    "missing text part": (
+        lambda folder, _link: (folder / "body.txt").unlink(),
+        "missing {folder}/body.txt (the text part)",
+    ),
+    "missing translation": (
+        lambda folder, _link: shutil.rmtree(folder),
+        "missing {folder} (no translation in this language yet)",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", list(EMAIL_MISTAKES))
+@pytest.mark.parametrize("language", ["fr", "en"])
+@pytest.mark.parametrize(("template", "step", "email", "link"), SEED_EMAILS, ids=[e[1] for e in SEED_EMAILS])
+def test_validation_renders_each_email_and_names_template_step_language_and_variable(
+    workspace: Path, template: str, step: str, email: str, link: str, language: str, mistake: str
+) -> None:
+    break_it, expected = EMAIL_MISTAKES[mistake]
+    folder = f"email_templates/{email}/{language}"
+    break_it(workspace / folder, link)
+    problems = template_problems(workspace / "plan_templates" / f"{template}.yaml")
+    assert len(problems) == 1, problems
+    prefix = f'plan_templates/{template}.yaml: step "{step}": email_template: language "{language}": '
+    assert problems[0].startswith(prefix + expected.format(folder=folder, link=link)), problems[0]
+
+
+def test_a_new_language_lists_every_missing_translation(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGAGE_LANGUAGES", "fr,en,de")
+    get_settings.cache_clear()
+    problems = template_problems(workspace / VOLUNTEER_FILE)
+    assert problems == [
+        f'{VOLUNTEER_FILE}: step "{step}": email_template: language "de": missing email_templates/{email}/de '
+        "(no translation in this language yet)"
+        for template, step, email, _ in SEED_EMAILS
+        if template == "volunteer-followup"
+    ]
+
+
+def test_an_html_part_missing_in_one_language_is_reported(workspace: Path) -> None:
+    (workspace / "email_templates/volunteer/motivation/en/body.html").unlink()
+    assert template_problems(workspace / VOLUNTEER_FILE) == [
+        f'{VOLUNTEER_FILE}: step "motivation": email_template: language "en": missing '
+        "email_templates/volunteer/motivation/en/body.html (the HTML part; fr has one)"
+    ]
+
+
+def test_a_jinja_syntax_error_names_its_line(workspace: Path) -> None:
+    (workspace / "email_templates/volunteer/survey/fr/subject.txt").write_text("Merci {% if %}", encoding="utf-8")
+    (problem,) = template_problems(workspace / VOLUNTEER_FILE)
+    assert problem.startswith(
+        f'{VOLUNTEER_FILE}: step "survey": email_template: language "fr": '
+        "email_templates/volunteer/survey/fr/subject.txt: syntax error: "
+    )
+    assert problem.endswith("(line 1)")
+
+
 def test_a_step_without_a_key_is_named_by_its_position(workspace: Path) -> None:
     data = seed_data()
     del data["steps"][2]["key"]
