@@ -26,6 +26,7 @@ from datetime import datetime
 from email.header import Header
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, getaddresses
+from functools import lru_cache
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -140,10 +141,13 @@ def _ascii_address(address: str) -> str:
     return f"{local}@{domain}"
 
 
+@lru_cache(maxsize=1024)
 def _address_header(name: str | None, address: str) -> str:
     return formataddr((_one_line(name or ""), address), charset="utf-8").replace("\n", "\r\n").replace("\r\r\n", "\r\n")
 
 
+# A step's subject is usually the same for every contact of a batch, and encoding it is the costliest header.
+@lru_cache(maxsize=512)
 def _subject_header(subject: str) -> str:
     subject = _one_line(subject)
     charset = "us-ascii" if subject.isascii() else "utf-8"
