@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from engage import db, rendering
+from engage import calls, db, rendering
 from engage.mailer import (
     OutgoingEmail,
     PermanentSendError,
@@ -454,7 +454,12 @@ def open_work_items(
     """Due call and task steps become open work items for their assignee (a call gets its slot)."""
     outcome = BatchOutcome()
     with db.session_scope(url) as session:
-        for item in _load(session, step_ids, claimant):
+        items = _load(session, step_ids, claimant)
+        # Calls usually got their slot when their step got its date; one placement covers those that did not.
+        calls.sync_calls(
+            session=session, now=now, step_ids=[id_of(i.step) for i in items if i.step.kind == StepKind.CALL]
+        )
+        for item in items:
             step = item.step
             if _cancel_if_plan_closed(session, item, now):
                 continue
@@ -474,22 +479,13 @@ def open_work_items(
     return outcome
 
 
-def _create_call(session: Session, item: _Loaded, now: datetime) -> Call:
+def _create_call(session: Session, item: _Loaded, now: datetime) -> Call | None:
+    """The call of a due call step: placed when the step got its date, else now, in the assignee's next free slot."""
     existing = session.exec(select(Call).where(Call.plan_step_id == item.step.id)).first()
-    if existing is not None:
-        return existing
-    spec = template_spec(item.template)
-    start = item.step.due_at or now
-    call = Call(
-        plan_step_id=item.step.id or 0,
-        assignee_id=item.step.assignee_id or item.plan.applied_by_id or 0,
-        slot_start=start,
-        slot_end=start + timedelta(minutes=spec.call_slot_minutes),
-        uid=f"engage-call-{item.step.id}@{get_settings().organisation_email.rpartition('@')[2]}",
-        created_at=now,
-    )
-    session.add(call)
-    return call
+    if existing is None:
+        calls.sync_calls(session=session, now=now, step_ids=[id_of(item.step)])
+        existing = session.exec(select(Call).where(Call.plan_step_id == item.step.id)).first()
+    return existing
 
 
 def mark_failed(*, step_ids: Iterable[int], claimant: str, error: str, now: datetime, url: str | None = None) -> int:

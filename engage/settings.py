@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -106,6 +107,16 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=200, ge=1, description="Plan steps claimed and run together in one task.")
     lease_seconds: int = Field(
         default=600, ge=10, description="How long a claim on a plan step holds before another run may take it."
+    )
+    call_reminder_minutes: int = Field(
+        default=10, ge=0, le=1440, description="How long before a call its calendar invite's reminder rings."
+    )
+    digest_time: time = Field(
+        default=time(7, 0),
+        description=(
+            "Local time from which a staff member's morning digest goes out: the first staff-digest run at or after "
+            "it, on their working days and before their working day ends."
+        ),
     )
 
     @field_validator("languages")

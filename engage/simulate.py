@@ -24,7 +24,7 @@ from engage.plans import complete_task
 from engage.settings import get_settings
 from engage.smtp_capture import SmtpCapture
 from engage.staff import add_staff, get_staff
-from models import Call, Delivery, DeliveryState, Plan, PlanStep, StepKind, StepStatus, Workshop
+from models import Call, Delivery, DeliveryKind, DeliveryState, Plan, PlanStep, StepKind, StepStatus, Workshop
 
 ENROLLED_AT = time(18, 0)  # the evening of the workshop
 
@@ -219,9 +219,11 @@ def _result(session: Session, workshop_id: int, outbox: Path) -> SimulationResul
     events: dict[date, Counter[str]] = defaultdict(Counter)
     for delivery in deliveries:
         assert delivery.sent_at is not None
-        events[delivery.sent_at.astimezone(tz).date()][f"{step_names[delivery.plan_step_id]}: sent"] += 1
+        # A call step's deliveries are the calendar invites its assignee gets, not emails to the contact.
+        what = "sent" if delivery.kind == DeliveryKind.EMAIL else f"calendar {delivery.kind} to staff"
+        events[delivery.sent_at.astimezone(tz).date()][f"{step_names[delivery.plan_step_id]}: {what}"] += 1
     for call in calls:
-        events[call.created_at.astimezone(tz).date()][f"{step_names[call.plan_step_id]}: call opened"] += 1
+        events[call.created_at.astimezone(tz).date()][f"{step_names[call.plan_step_id]}: call slot booked"] += 1
     for step in steps:
         if step.status == StepStatus.SKIPPED and step.completed_at:
             events[step.completed_at.astimezone(tz).date()][f"{step.name}: skipped ({step.skip_reason})"] += 1
@@ -237,7 +239,7 @@ def _result(session: Session, workshop_id: int, outbox: Path) -> SimulationResul
     return SimulationResult(
         workshop_id=workshop_id,
         plans=plans,
-        emails_sent=len(deliveries),
+        emails_sent=sum(1 for delivery in deliveries if delivery.kind == DeliveryKind.EMAIL),
         calls_created=len(calls),
         calls_completed=sum(1 for s in steps if s.kind == StepKind.CALL and s.status == StepStatus.DONE),
         steps_failed=sum(1 for s in steps if s.status == StepStatus.FAILED),

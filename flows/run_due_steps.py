@@ -18,6 +18,7 @@ from engage.plans import retry_steps
 from engage.reports import redact
 from engage.runner import BatchOutcome, StepGroup
 from engage.settings import get_settings
+from flows.call_invites import tell_calendars
 from flows.common import publish_workshop_progress, schedule_due_runs
 from models import StepKind, utcnow
 
@@ -117,6 +118,8 @@ def run_due_steps(now: datetime | None = None, batch_size: int | None = None) ->
             totals.add(outcome)
             report.append(row | outcome.as_dict())
             logger.info("%s: %s", group.label, outcome.as_dict())
+    # Calls released by this run get their slot and their invite now, days before they are due.
+    tell_calendars(now, flow_run_id)
     scheduled = schedule_due_runs(totals.released)
     if report:
         create_table_artifact(table=report, description=f"Due steps run at {now:%Y-%m-%d %H:%M} UTC")

@@ -15,6 +15,7 @@ from models.base import (
 )
 from models.contact import Contact, ContactBase, ContactCommunity, ContactTag
 from models.delivery import Call, Delivery
+from models.digest import StaffDigest
 from models.plan import Plan, PlanStep, StepComment
 from models.staff import Staff, StaffBase
 from models.template import PlanTemplate, TemplateStep
@@ -38,6 +39,7 @@ __all__ = [
     "PlanTemplate",
     "Staff",
     "StaffBase",
+    "StaffDigest",
     "StepComment",
     "StepKind",
     "StepStatus",

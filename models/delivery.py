@@ -44,3 +44,9 @@ class Call(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    due_at: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, description="The step's due time the slot was placed for."
+    )
+    invite_pending: bool = Field(
+        default=False, index=True, description="The call changed: the calendars concerned have yet to be told."
+    )

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from engage import plans as plan_ops
+from engage.cli._calls import follow_calls, tell_calendars
 from engage.cli._common import (
     AsOption,
     JsonOption,
@@ -20,7 +21,7 @@ from engage.cli._common import (
 )
 from engage.plan_templates import current_template
 from engage.staff import get_staff
-from models import Plan, PlanStep, Staff
+from models import Plan, PlanStep, Staff, id_of
 
 app = typer.Typer(help="Plans: a template applied to one contact.", no_args_is_help=True)
 
@@ -89,12 +90,17 @@ def apply(
             now=now,
         )
         payload = plan_json(plan) | {"created": created}
+        if created:  # a call that counts from the plan start has its date now: it goes into a calendar
+            steps = plan_ops.plan_steps(session=session, plan_id=id_of(plan))
+            follow_calls(session, now, [step.id for step in steps if step.id is not None])
     if as_json:
         print_json(payload)
     elif created:
         console.print(f"plan {plan.id}: {template} applied to {contact.email}")
     else:
         console.print(f"plan {plan.id} already exists for {contact.email} ({template}, {enrollment_key}); nothing done")
+    if created:
+        tell_calendars(now)
 
 
 @app.command("list")
@@ -172,7 +178,10 @@ def cancel(
     reason: str = typer.Option(..., "--reason", help="Why, for the record."),
     now_text: str | None = NowOption,
 ) -> None:
-    """Cancel a plan: every step not yet finished is cancelled."""
+    """Cancel a plan: every step not yet finished is cancelled (its calls leave their assignees' calendars)."""
+    now = parse_now(now_text)
     with ledger() as session:
-        cancelled = plan_ops.cancel_plan(session=session, plan_id=plan_id, reason=reason, now=parse_now(now_text))
+        cancelled = plan_ops.cancel_plan(session=session, plan_id=plan_id, reason=reason, now=now)
+        follow_calls(session, now, [step.id for step in cancelled if step.id is not None])
     console.print(f"plan {plan_id} cancelled ({len(cancelled)} steps cancelled)")
+    tell_calendars(now)

@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from engage import plans as plan_ops
+from engage.cli._calls import follow_calls, tell_calendars
 from engage.cli._common import (
     AsOption,
     JsonOption,
@@ -79,6 +80,11 @@ def list_(
     console.print(f"{len(rows)} tasks")
 
 
+def _with_released(task_id: int, released: list[PlanStep]) -> list[int]:
+    """The task and the steps it released: the calls among them follow."""
+    return [task_id, *(step.id for step in released if step.id is not None)]
+
+
 def _released_text(released: list[PlanStep]) -> str:
     if not released:
         return ""
@@ -93,13 +99,14 @@ def complete(
     now_text: str | None = NowOption,
 ) -> None:
     """Record a call or task as done; the next step of the plan is scheduled from now."""
+    now = parse_now(now_text)
     with ledger() as session:
         by = get_staff(session=session, email=acting_email(as_email))
-        released = plan_ops.complete_task(
-            session=session, step_id=task_id, outcome=outcome, by=by, now=parse_now(now_text)
-        )
+        released = plan_ops.complete_task(session=session, step_id=task_id, outcome=outcome, by=by, now=now)
+        follow_calls(session, now, _with_released(task_id, released))
         message = f"task {task_id} done" + _released_text(released)
     console.print(message)
+    tell_calendars(now)
 
 
 @app.command("skip")
@@ -110,11 +117,14 @@ def skip(
     now_text: str | None = NowOption,
 ) -> None:
     """Give up on a task and release the steps that wait for it."""
+    now = parse_now(now_text)
     with ledger() as session:
         by = get_staff(session=session, email=acting_email(as_email))
-        released = plan_ops.skip_task(session=session, step_id=task_id, reason=reason, by=by, now=parse_now(now_text))
+        released = plan_ops.skip_task(session=session, step_id=task_id, reason=reason, by=by, now=now)
+        follow_calls(session, now, _with_released(task_id, released))
         message = f"task {task_id} skipped" + _released_text(released)
     console.print(message)
+    tell_calendars(now)
 
 
 @app.command("resolve")
@@ -130,17 +140,18 @@ def resolve(
     """Say whether an email in doubt after a crash went out; nothing is ever sent twice without a person asking."""
     if sent == resend:
         raise EngageError("say --sent or --resend")
+    now = parse_now(now_text)
     with ledger() as session:
         by = get_staff(session=session, email=acting_email(as_email))
-        steps = plan_ops.resolve_unknown(
-            session=session, step_id=task_id, went_out=sent, now=parse_now(now_text), by=by
-        )
+        steps = plan_ops.resolve_unknown(session=session, step_id=task_id, went_out=sent, now=now, by=by)
+        follow_calls(session, now, _with_released(task_id, steps))
         message = (
             f"task {task_id} recorded as sent" + _released_text(steps)
             if sent
             else f"task {task_id} will be sent again at the next run (engage run-due)"
         )
     console.print(message)
+    tell_calendars(now)
 
 
 @app.command("reassign")
@@ -149,11 +160,14 @@ def reassign(
     email: str = typer.Argument(..., help="The staff member who takes it."),
     now_text: str | None = NowOption,
 ) -> None:
-    """Give a task to another staff member."""
+    """Give a task to another staff member (a call moves to their calendar: a cancel to one, an invite to the other)."""
+    now = parse_now(now_text)
     with ledger() as session:
-        step, previous = plan_ops.reassign_task(session=session, step_id=task_id, email=email, now=parse_now(now_text))
+        step, previous = plan_ops.reassign_task(session=session, step_id=task_id, email=email, now=now)
+        follow_calls(session, now, [task_id])
         message = f"task {step.id} reassigned from {previous.email if previous else 'nobody'} to {email}"
     console.print(message)
+    tell_calendars(now)
 
 
 @app.command("reschedule")
@@ -162,13 +176,14 @@ def reschedule(
     on: str = typer.Argument(..., help="New due date, e.g. 2026-12-01."),
     now_text: str | None = NowOption,
 ) -> None:
-    """Move a task to another day."""
+    """Move a task to another day (a call gets a slot that day and its invite is updated)."""
+    now = parse_now(now_text)
     with ledger() as session:
-        step = plan_ops.reschedule_task(
-            session=session, step_id=task_id, on=parse_day(on, "DATE"), now=parse_now(now_text)
-        )
+        step = plan_ops.reschedule_task(session=session, step_id=task_id, on=parse_day(on, "DATE"), now=now)
+        follow_calls(session, now, [task_id])
         message = f"task {step.id} now due {local_text(step.due_at)}"
     console.print(message)
+    tell_calendars(now)
 
 
 @app.command("comment")

@@ -18,7 +18,7 @@ from engage.simulate import simulate
 from engage.smtp_capture import SmtpCapture
 from flows.enroll import Attendees, enroll
 from flows.run_due_steps import run_due_steps
-from models import Call, Delivery, Plan, PlanStep, Staff, StepStatus
+from models import Call, Delivery, DeliveryKind, Plan, PlanStep, Staff, StepStatus
 
 WORKSHOP = date(2026, 11, 20)  # a Friday
 EVENING = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)
@@ -76,9 +76,13 @@ def test_a_35_day_volunteer_plan_for_50_attendees(
         complete_calls=False,
     )
     assert (result.plans, result.emails_sent, result.calls_created, result.steps_skipped) == (50, 147, 50, 3)
-    assert len(list(outbox.glob("*.eml"))) == 147
+    assert len(list(outbox.glob("*.eml"))) == 147 + 50  # the emails, and each call's invite to its assignee
 
-    sent = session.exec(select(Delivery, PlanStep).join(PlanStep, PlanStep.id == Delivery.plan_step_id)).all()
+    sent = session.exec(
+        select(Delivery, PlanStep)
+        .join(PlanStep, PlanStep.id == Delivery.plan_step_id)
+        .where(Delivery.kind == DeliveryKind.EMAIL)
+    ).all()
     by_plan: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
     for delivery, step in sent:
         assert delivery.sent_at is not None
@@ -96,9 +100,12 @@ def test_a_35_day_volunteer_plan_for_50_attendees(
 
     calls = session.exec(select(Call, PlanStep).join(PlanStep, PlanStep.id == Call.plan_step_id)).all()
     assert len(calls) == 50
-    assert {(call.slot_start, step.status, call.assignee_id) for call, step in calls} == {
-        (datetime(2026, 12, 23, 8, tzinfo=UTC), StepStatus.OPEN, staff.id)
-    }
+    assert {(step.status, call.assignee_id) for call, step in calls} == {(StepStatus.OPEN, staff.id)}
+    # Spread over the assignee's working hours, 15 minutes each: 32 calls on the due day, the rest the next day.
+    starts = sorted(call.slot_start for call, _ in calls)
+    wednesday, thursday = datetime(2026, 12, 23, 8, tzinfo=UTC), datetime(2026, 12, 24, 8, tzinfo=UTC)
+    assert (starts[0], starts[31], starts[32]) == (wednesday, wednesday + timedelta(hours=7, minutes=45), thursday)
+    assert len(set(starts)) == 50
     # The opted-out attendee got no email and still gets the call.
     opted_out = session.exec(select(PlanStep).where(PlanStep.status == StepStatus.SKIPPED)).all()
     assert len({s.plan_id for s in opted_out}) == 1 and len(opted_out) == 3
@@ -114,7 +121,7 @@ def test_a_35_day_volunteer_plan_for_50_attendees(
         complete_calls=True,
     )
     assert (again.emails_sent, again.calls_created, again.calls_completed) == (0, 0, 50)
-    assert len(list(outbox.glob("*.eml"))) == 147
+    assert len(list(outbox.glob("*.eml"))) == 147 + 50
 
 
 def test_a_dependent_step_is_never_sent_before_its_parent_is_done(

@@ -44,11 +44,11 @@ def test_simulate_prints_json_and_sends_nothing_twice(cli, db_url: str, tmp_path
     assert {key: result[key] for key in expected} == expected
     assert result["outbox"] == str(tmp_path / "outbox")
     assert result["enrollment"]["rejected"] == 1
-    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 30
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 30 + 11  # the emails, and the calls' invites to staff
 
     second = cli(*args).json()
     assert (second["emails_sent"], second["calls_created"], second["plans"]) == (0, 0, 11)
-    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 30
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 30 + 11
 
 
 @pytest.mark.usefixtures("prefect")

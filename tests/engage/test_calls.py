@@ -1,0 +1,148 @@
+"""Calls in the ledger: a slot as soon as the call step has its date, following reassignments, reschedules, cancels."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from call_plans import CALL_DUE, call_steps, enroll, release_calls, staff_member
+from sqlalchemy import event
+from sqlmodel import Session, select
+
+from engage import calls, db, plans
+from models import Call, PlanStep, StepStatus
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def sync(now: datetime, step_ids: list[int] | None = None) -> calls.CallSync:
+    with db.session_scope() as session:
+        return calls.sync_calls(session=session, now=now, step_ids=step_ids)
+
+
+def calls_by_step(session: Session) -> dict[int, Call]:
+    session.commit()
+    return {call.plan_step_id: call for call in session.exec(select(Call))}
+
+
+def test_released_calls_get_fair_slots_and_are_pending_an_invite(session: Session) -> None:
+    release_calls(session, enroll(session, 3))
+    assert sync(datetime(2026, 12, 7, 8, tzinfo=UTC)).as_dict() == {
+        "created": 3,
+        "moved": 0,
+        "cancelled": 0,
+        "completed": 0,
+    }
+    found = sorted(calls_by_step(session).values(), key=lambda c: c.slot_start)
+    assert [f"{c.slot_start.astimezone(PARIS):%a %d %H:%M}" for c in found] == [
+        "Wed 23 09:00",
+        "Wed 23 09:15",
+        "Wed 23 09:30",
+    ]
+    assert all(c.invite_pending and c.sequence == 0 and c.due_at == CALL_DUE for c in found)
+    assert len({c.uid for c in found}) == 3 and all(c.uid.startswith("engage-call-") for c in found)
+    assert sync(datetime(2026, 12, 7, 9, tzinfo=UTC)).as_dict()["created"] == 0  # nothing twice
+
+
+def test_one_workshop_after_another_never_share_a_slot(session: Session) -> None:
+    release_calls(session, enroll(session, 2))
+    sync(datetime(2026, 12, 7, 8, tzinfo=UTC))
+    release_calls(session, enroll(session, 2, workshop="Atelier Villeurbanne"))
+    sync(datetime(2026, 12, 7, 8, tzinfo=UTC))
+    starts = sorted(c.slot_start for c in calls_by_step(session).values())
+    assert starts == [CALL_DUE + timedelta(minutes=15 * n) for n in range(4)]
+
+
+def test_placing_fifty_calls_reads_the_calendar_once(session: Session, db_url: str) -> None:
+    release_calls(session, enroll(session, 50))
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    engine = db.get_engine(db_url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert sync(datetime(2026, 12, 7, 8, tzinfo=UTC)).created == 50
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) <= 4, statements  # the steps, the templates, the assignees, their calls
+    days = sorted({c.slot_start.astimezone(PARIS).date() for c in calls_by_step(session).values()})
+    assert days == [date(2026, 12, 23), date(2026, 12, 24)]
+
+
+def test_the_assignee_s_own_hours_and_time_zone_place_the_call(session: Session) -> None:
+    montreal = staff_member(
+        session,
+        "lucie@nmh.example.org",
+        name="Lucie",
+        timezone="America/Toronto",
+        work_start=time(10),
+        work_end=time(12),
+    )
+    session.commit()
+    release_calls(session, enroll(session, 9, applier=montreal))
+    sync(datetime(2026, 12, 7, 8, tzinfo=UTC))
+    local = sorted(c.slot_start.astimezone(ZoneInfo("America/Toronto")) for c in calls_by_step(session).values())
+    assert [f"{t:%a %H:%M}" for t in local] == [
+        "Wed 10:00",
+        "Wed 10:15",
+        "Wed 10:30",
+        "Wed 10:45",
+        "Wed 11:00",
+        "Wed 11:15",
+        "Wed 11:30",
+        "Wed 11:45",
+        "Thu 10:00",
+    ]
+
+
+def test_reassign_reschedule_cancel_and_complete_follow_the_step(session: Session) -> None:
+    steps = release_calls(session, enroll(session, 3))
+    sync(datetime(2026, 12, 7, 8, tzinfo=UTC))
+    first, second, third = (s.id or 0 for s in steps)
+    now = datetime(2026, 12, 10, 9, tzinfo=UTC)
+    jeanne = staff_member(session, "jeanne@nmh.example.org", name="Jeanne")
+    session.commit()
+    with db.session_scope() as work:
+        plans.reassign_task(session=work, step_id=first, email=jeanne.email, now=now)
+        plans.reschedule_task(session=work, step_id=second, on=date(2026, 12, 28), now=now)
+        plans.cancel_plan(session=work, plan_id=steps[2].plan_id, reason="moved away", now=now)
+    for_steps = [first, second, third]
+    assert sync(now, for_steps).as_dict() == {"created": 0, "moved": 2, "cancelled": 1, "completed": 0}
+    found = calls_by_step(session)
+    assert found[first].assignee_id == jeanne.id and found[first].slot_start == CALL_DUE  # Jeanne's day is free
+    assert found[second].slot_start.astimezone(PARIS).date() == date(2026, 12, 28)
+    assert found[third].cancelled_at == now
+    assert all(found[s].sequence == 1 and found[s].invite_pending for s in for_steps)
+
+    with db.session_scope() as work:
+        plans.complete_task(session=work, step_id=first, now=CALL_DUE, outcome="wants to volunteer")
+    assert sync(CALL_DUE).as_dict() == {"created": 0, "moved": 0, "cancelled": 0, "completed": 1}
+    done = calls_by_step(session)[first]
+    assert (done.completed_at, done.outcome, done.sequence) == (CALL_DUE, "wants to volunteer", 1)
+
+
+def test_a_contact_who_asked_not_to_be_called_gets_no_call(session: Session) -> None:
+    release_calls(session, enroll(session, 1, do_not_call=True))
+    assert sync(datetime(2026, 12, 7, 8, tzinfo=UTC)).created == 0
+
+
+def test_a_call_still_waiting_for_its_parent_is_not_placed(session: Session) -> None:
+    enroll(session, 2)
+    assert sync(datetime(2026, 12, 7, 8, tzinfo=UTC)).created == 0
+    assert {s.status for s in call_steps(session)} == {StepStatus.WAITING}
+
+
+def test_a_due_call_without_a_slot_gets_one_from_now_when_it_opens(session: Session) -> None:
+    from engage import runner
+
+    (step,) = release_calls(session, enroll(session, 1))
+    late = CALL_DUE + timedelta(hours=2, minutes=5)
+    claimed = runner.claim_due_steps(now=late, claimant="t", limit=10, lease_seconds=60)
+    assert runner.open_work_items(step_ids=claimed, claimant="t", now=late).opened == 1
+    call = calls_by_step(session)[step.id or 0]
+    assert call.slot_start == CALL_DUE + timedelta(hours=2, minutes=15)  # the next quarter hour, not in the past
+    opened = session.get(PlanStep, step.id)
+    assert opened is not None and opened.status == StepStatus.OPEN
