@@ -33,4 +33,13 @@ def test_entrypoints_load_and_name_the_flows() -> None:
         entrypoint = str(deployment["entrypoint"])
         flow = load_flow_from_entrypoint(str(PROJECT_ROOT / entrypoint))
         names[entrypoint] = flow.name
-    assert names == {"flows/enroll.py:enroll": "enroll", "flows/run_due_steps.py:run_due_steps": "run-due-steps"}
+    assert names == {
+        "flows/enroll.py:enroll": "enroll",
+        "flows/run_due_steps.py:run_due_steps": "run-due-steps",
+        "flows/staff_digest.py:staff_digest": "staff-digest",
+    }
+
+
+def test_the_staff_digest_runs_every_hour() -> None:
+    (staff_digest,) = [d for d in _deployments() if d["name"] == "staff-digest"]
+    assert staff_digest["schedules"][0]["cron"] == "0 * * * *"  # type: ignore[index]

@@ -21,7 +21,7 @@ app = typer.Typer(
 def _register() -> None:
     """Attach every command group; each lives in its own module."""
     from engage.cli import db as db_commands
-    from engage.cli import emails, orchestration
+    from engage.cli import digest, emails, orchestration
 
     app.add_typer(db_commands.app, name="db")
     app.command("enroll")(orchestration.enroll)
@@ -31,6 +31,7 @@ def _register() -> None:
     app.command("preview")(emails.preview)
     app.command("send-test")(emails.send_test)
     app.command("unsubscribe-server")(emails.unsubscribe_server)
+    app.command("digest")(digest.digest)
     for module_name in ("templates", "contacts", "plans", "tasks", "staff"):
         try:
             module = __import__(f"engage.cli.{module_name}", fromlist=["app"])

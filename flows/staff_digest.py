@@ -1,0 +1,68 @@
+"""The staff-digest flow: each staff member's morning email of their calls and tasks of the day, the overdue, news."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run as current_flow_run
+from prefect.tasks import exponential_backoff
+
+from engage import digest
+from engage.mailer import TransientSendError
+from engage.settings import get_settings
+from models import utcnow
+
+
+def _retry_on_transient(task: object, task_run: object, state: object) -> bool:
+    """Retry only when the SMTP server was unreachable or deferred: digests already sent are recorded, not resent."""
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except TransientSendError:
+        return True
+    except Exception:  # anything else is a bug or a permanent problem: retrying would only repeat it
+        return False
+    return False
+
+
+@task(
+    name="send-staff-digests",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_on_transient,
+)
+def send_staff_digests(now: datetime, to: str | None, flow_run_id: str | None) -> dict[str, int]:
+    """Email their digest to each staff member whose morning it is; the ledger skips whoever already had theirs."""
+    return digest.send_digests(now=now, only=to, flow_run_id=flow_run_id).as_dict()
+
+
+def _run_name() -> str:
+    now = current_flow_run.parameters.get("now")
+    when = now if isinstance(now, datetime) else utcnow()
+    return f"staff digest · {when:%Y-%m-%d %H:%M} UTC"
+
+
+@flow(name="staff-digest", flow_run_name=_run_name, log_prints=False)
+def staff_digest(now: datetime | None = None, to: str | None = None) -> dict[str, int]:
+    """Email each active staff member, in their morning, their calls and tasks of the day, the overdue and the news."""
+    logger = get_run_logger()
+    settings = get_settings()
+    now = now or utcnow()
+    send = send_staff_digests.with_options(retries=settings.send_retries)
+    if settings.retry_delay_seconds is not None:
+        send = send.with_options(retry_delay_seconds=settings.retry_delay_seconds)
+    counts = send(now, to, current_flow_run.id)
+    # Counts only: Prefect keeps artifacts after a person is erased.
+    logger.info("staff digests: %s", counts)
+    create_table_artifact(
+        key="staff-digest",
+        table=[{"what": key, "count": value} for key, value in counts.items()],
+        description=f"Staff digests at {now:%Y-%m-%d %H:%M} UTC",
+    )
+    return counts
+
+
+if __name__ == "__main__":
+    staff_digest()
