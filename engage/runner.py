@@ -17,9 +17,11 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from engage import calls, db, rendering
+from engage.faults import pause_here
 from engage.mailer import (
     OutgoingEmail,
     PermanentSendError,
+    SendOutcomeUnknownError,
     SmtpSender,
     TransientSendError,
     build_message,
@@ -162,8 +164,10 @@ def claim_due_steps(
 ) -> list[int]:
     """Atomically take up to ``limit`` due steps (and steps whose claim expired) for ``claimant``.
 
-    One conditional UPDATE ... RETURNING: on PostgreSQL its subquery locks rows with FOR UPDATE SKIP LOCKED, so
-    concurrent runs take different rows; on SQLite the transaction begins IMMEDIATE and runs one at a time.
+    In one transaction: lock the candidates (PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent runs take different
+    rows; SQLite: the transaction began IMMEDIATE, so claims run one at a time), then mark exactly those rows.
+    Two statements on purpose: PostgreSQL may evaluate a LIMIT subquery inside `UPDATE ... WHERE id IN (...)` more
+    than once, and then claims more rows than asked.
     """
     with db.session_scope(url) as session:
         recover_expired_claims(session=session, now=now)
@@ -171,17 +175,20 @@ def claim_due_steps(
             and_(col(PlanStep.status) == StepStatus.SCHEDULED, col(PlanStep.due_at) <= now),
             and_(col(PlanStep.status) == StepStatus.RUNNING, col(PlanStep.lease_until) < now),
         )
-        candidates = (
-            select(PlanStep.id)
-            .where(due)
-            .order_by(col(PlanStep.due_at), col(PlanStep.id))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
+        ids = list(
+            session.exec(
+                select(PlanStep.id)
+                .where(due)
+                .order_by(col(PlanStep.due_at), col(PlanStep.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
         )
-        result = session.execute(
+        if not ids:
+            return []
+        session.execute(
             update(PlanStep)
-            .where(col(PlanStep.id).in_(candidates), due)
+            .where(col(PlanStep.id).in_(ids))
             .values(
                 status=StepStatus.RUNNING,
                 claimed_by=claimant,
@@ -189,9 +196,8 @@ def claim_due_steps(
                 attempts=PlanStep.attempts + 1,
                 updated_at=now,
             )
-            .returning(col(PlanStep.id))
         )
-        return sorted(int(row[0]) for row in result)
+        return sorted(int(step_id) for step_id in ids if step_id is not None)
 
 
 def group_claims(*, step_ids: Iterable[int], url: str | None = None) -> list[StepGroup]:
@@ -411,6 +417,7 @@ def send_email_batch(
             step.flow_run_id = flow_run_id
             session.add(step)
             session.commit()
+            pause_here("before_send")
             try:
                 answer = sender.send(build_message(outgoing, settings))
             except PermanentSendError as error:
@@ -431,6 +438,20 @@ def send_email_batch(
                 outcome.failed += 1
                 session.commit()
                 continue
+            except SendOutcomeUnknownError as error:
+                # The message was handed over and the answer lost: it may have gone out. Never resend it on our
+                # own; staff say (engage tasks resolve). The batch goes on over a new connection.
+                delivery.state = DeliveryState.UNKNOWN
+                delivery.smtp_response = str(error)
+                step.status = StepStatus.UNKNOWN
+                step.last_error = str(error)
+                step.lease_until = None
+                step.claimed_by = None
+                step.updated_at = now
+                session.add_all([delivery, step])
+                outcome.unknown += 1
+                session.commit()
+                continue
             except TransientSendError as error:
                 delivery.state = DeliveryState.FAILED
                 delivery.smtp_response = error.response or str(error)
@@ -438,12 +459,15 @@ def send_email_batch(
                 session.add_all([delivery, step])
                 session.commit()
                 raise
+            pause_here("after_accept")
             delivery.state = DeliveryState.SENT
             delivery.smtp_response = answer
             delivery.sent_at = clock()
             session.add(delivery)
             _finish(session, outcome, step, StepStatus.DONE, now)
             outcome.sent += 1
+            session.flush()
+            pause_here("during_ledger_write")
             session.commit()
     return outcome
 

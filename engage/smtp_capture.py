@@ -28,6 +28,7 @@ class CapturedMessage:
 class _Handler:
     outbox: Path | None
     refuse: Callable[[str], str | None] | None = None
+    lose_answer: Callable[[str], bool] | None = None
     messages: list[CapturedMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
@@ -49,6 +50,9 @@ class _Handler:
             self.counter += 1
             number = self.counter
             self.messages.append(message)
+        if self.lose_answer is not None and any(self.lose_answer(r) for r in message.recipients):
+            # Keep the message but hang up before answering: the client cannot know it went out.
+            server.transport.close()  # type: ignore[union-attr]
         if self.outbox is not None:
             name = f"{number:05d}-{_SAFE.sub('_', message.recipients[0] if message.recipients else 'unknown')}.eml"
             (self.outbox / name).write_bytes(data)
@@ -65,7 +69,8 @@ def _free_port(host: str) -> int:
 class SmtpCapture:
     """Run on loopback in a background thread; `with SmtpCapture(outbox) as capture: ... capture.port`.
 
-    ``refuse`` may return an SMTP answer (e.g. ``"550 5.1.1 no such user"``) to refuse a recipient, for tests.
+    ``refuse`` may return an SMTP answer (e.g. ``"550 5.1.1 no such user"``) to refuse a recipient, for tests;
+    ``lose_answer`` keeps a message for those recipients but hangs up before answering, as a crashing relay would.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class SmtpCapture:
         host: str = "127.0.0.1",
         port: int = 0,
         refuse: Callable[[str], str | None] | None = None,
+        lose_answer: Callable[[str], bool] | None = None,
     ) -> None:
         if outbox is not None:
             outbox.mkdir(parents=True, exist_ok=True)
@@ -82,7 +88,7 @@ class SmtpCapture:
             start = int(existing[-1].name.split("-", 1)[0]) if existing and existing[-1].name[:5].isdigit() else 0
         else:
             start = 0
-        self.handler = _Handler(outbox=outbox, refuse=refuse, counter=start)
+        self.handler = _Handler(outbox=outbox, refuse=refuse, lose_answer=lose_answer, counter=start)
         self.host = host
         self._port = port
         self._controller: Controller | None = None

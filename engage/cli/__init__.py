@@ -28,6 +28,8 @@ def _register() -> None:
     app.command("run-due")(orchestration.run_due)
     app.command("retry")(orchestration.retry)
     app.command("simulate")(orchestration.simulate)
+    app.command("server")(orchestration.server)
+    app.command("smtp-capture")(orchestration.smtp_capture)
     app.command("preview")(emails.preview)
     app.command("send-test")(emails.send_test)
     app.command("unsubscribe-server")(emails.unsubscribe_server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -161,3 +162,67 @@ def simulate(
         f"{result.calls_completed} calls completed · {result.steps_skipped} steps skipped · "
         f"{result.steps_failed} steps failed\nemails are in {result.outbox}/"
     )
+
+
+def server(
+    port: int = typer.Option(4200, "--port", help="Port of the Prefect server and its UI."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    workers: int = typer.Option(1, "--workers", help="How many process workers to start."),
+    capture: bool = typer.Option(
+        True, "--capture/--no-capture", help="Also run the local SMTP capture (ENGAGE_SMTP_PORT, .eml files)."
+    ),
+    logs: Path = typer.Option(Path("logs"), "--logs", help="Where each part writes its log."),
+) -> None:
+    """Run Engage for real on this machine: Prefect server and UI, deployments, workers; Ctrl-C stops it all."""
+    import signal
+    import threading
+
+    from engage.server import LocalStack
+    from engage.smtp_capture import SmtpCapture
+
+    settings = get_settings()
+    stack = LocalStack(port=port, host=host, workers=workers, log_dir=logs)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    mail = SmtpCapture(settings.outbox_dir, host=settings.smtp_host, port=settings.smtp_port) if capture else None
+    try:
+        if mail is not None:
+            mail.start()
+            console.print(
+                f"mail capture: {settings.smtp_host}:{settings.smtp_port} -> {settings.outbox_dir.resolve()}/"
+            )
+        console.print("starting the Prefect server, the deployments and the workers ...")
+        stack.start()
+        console.print(f"Prefect UI: {stack.ui_url}   (API {stack.api_url}; logs in {logs.resolve()}/)")
+        console.print(
+            f"attendee inbox: {settings.inbox_dir.resolve()}/   ledger: {stack.environment()['ENGAGE_DATABASE_URL']}"
+        )
+        console.print(f"in another terminal: export PREFECT_API_URL={stack.api_url}")
+        console.print("Ctrl-C stops everything.")
+        while not stop.wait(1.0):
+            for process in [stack.server, *stack.worker_processes]:
+                if process is not None and process.poll() is not None:
+                    raise EngageError(f"a part of the stack stopped (exit {process.returncode}); see {logs}/")
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        stack.stop()
+        if mail is not None:
+            mail.stop()
+
+
+def smtp_capture(
+    port: int = typer.Option(1025, "--port", help="Port to listen on (loopback)."),
+    outbox: Path = typer.Option(Path("outbox"), "--outbox", help="Where each accepted message is written (.eml)."),
+) -> None:
+    """Run the local SMTP capture alone: accepts every message and writes it to the outbox; Ctrl-C stops it."""
+    import signal
+    import threading
+
+    from engage.smtp_capture import SmtpCapture
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with SmtpCapture(outbox, port=port), contextlib.suppress(KeyboardInterrupt):
+        console.print(f"accepting mail on 127.0.0.1:{port}, writing to {outbox.resolve()}/", highlight=False)
+        stop.wait()

@@ -206,3 +206,40 @@ def test_due_calls_become_open_work_items_for_the_assignee(session: Session) -> 
     assert opened is not None and opened.status == StepStatus.OPEN
     call = session.exec(select(Call)).one()
     assert call.assignee_id == opened.assignee_id and call.slot_start == opened.due_at
+
+
+def test_an_answer_lost_after_the_message_was_handed_over_is_unknown_not_resent(
+    session: Session,
+    tmp_path,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from engage.settings import get_settings
+
+    enroll(session, 4)
+    lost = "contact-lost@example.org"
+    survey = session.exec(select(PlanStep).where(PlanStep.step_key == "survey")).first()
+    assert survey is not None
+    contact = plans.get_contact_by_id(
+        session=session, contact_id=plans.get_plan(session=session, plan_id=survey.plan_id).contact_id
+    )
+    contact.email, contact.email_key = lost, lost
+    session.add(contact)
+    session.commit()
+    with SmtpCapture(tmp_path / "outbox", lose_answer=lambda address: address == lost) as capture:
+        monkeypatch.setenv("ENGAGE_SMTP_PORT", str(capture.port))
+        get_settings.cache_clear()
+        outcome = run_all_due(MONDAY_9)
+        assert (outcome.sent, outcome.unknown) == (3, 1)
+        assert len(capture.messages) == 4  # the relay has it; we cannot know
+        assert run_all_due(MONDAY_9 + timedelta(minutes=5)).sent == 0
+        assert len(capture.messages) == 4
+    session.commit()
+    in_doubt = session.get(PlanStep, survey.id)
+    assert in_doubt is not None and in_doubt.status == StepStatus.UNKNOWN
+    assert session.exec(select(Delivery).where(Delivery.plan_step_id == survey.id)).one().state == DeliveryState.UNKNOWN
+
+
+def test_a_claim_takes_no_more_than_its_limit(session: Session) -> None:
+    enroll(session, 30)
+    assert len(runner.claim_due_steps(now=MONDAY_9, claimant="a", limit=2, lease_seconds=60)) == 2
+    assert len(runner.claim_due_steps(now=MONDAY_9, claimant="b", limit=5, lease_seconds=60)) == 5
