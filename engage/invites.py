@@ -627,8 +627,9 @@ def send_pending_invites(
 
     Each message is recorded `sending` (with its Message-ID) and committed before the SMTP server is asked, then
     `sent`, `failed` (refused for good) or `unknown` (the connection dropped after handing it over). A transient
-    failure (server unreachable, 4xx) forgets the record, since nothing went out, leaves the call pending and raises
-    TransientSendError once the other calls are done: the next pass, or a retry, sends it.
+    failure (server unreachable, 4xx) forgets the record, since nothing went out, stops the pass and raises
+    TransientSendError: the calls not done stay pending, and the next pass, or a retry, sends them. Calls are read
+    ``limit`` at a time, in id order, until none is pending.
     """
     settings = settings or get_settings()
     clock = clock or (lambda: now)
@@ -637,51 +638,76 @@ def send_pending_invites(
     with Session(engine, expire_on_commit=False) as session:
         recover_stale_invites(session=session, now=now, older_than=timedelta(seconds=settings.lease_seconds))
         session.commit()
-        call_ids = list(
-            session.exec(select(Call.id).where(col(Call.invite_pending).is_(True)).order_by(col(Call.id)).limit(limit))
-        )
-        if not call_ids:
-            return outcome
-        briefs = load_briefs(session=session, call_ids=[i for i in call_ids if i is not None])
-        history: dict[int, list[SentInvite]] = defaultdict(list)
-        for delivery in session.exec(
-            select(Delivery).where(
-                col(Delivery.plan_step_id).in_([b.step_id for b in briefs.values()]),
-                col(Delivery.kind).in_(INVITE_KINDS),
-            )
-        ):
-            history[delivery.plan_step_id].append(
-                SentInvite(delivery.kind, delivery.sequence, delivery.recipient, delivery.state)
-            )
-        plans = {brief.call_id: _plan_of(brief, history[brief.step_id]) for brief in briefs.values()}
-        recipients = {m.recipient.lower() for messages, _ in plans.values() for m in messages}
-        people = {
-            staff.email.lower(): _person(staff)
-            for staff in session.exec(select(Staff).where(col(Staff.email).in_(sorted(recipients))))
-        }
-        session.commit()
-        with SmtpSender(settings) as sender:
-            for call_id, (messages, sequence) in plans.items():
-                brief = briefs[call_id]
-                outcome.calls += 1
-                done = _send_call(
-                    session, sender, brief, messages, sequence, people, now, settings, flow_run_id, clock, outcome
+    after = 0
+    # The connection opens with the first message: a pass with nothing to send never touches the SMTP server.
+    with SmtpSender(settings) as sender, Session(engine, expire_on_commit=False) as session:
+        while not outcome.errors:
+            call_ids = [
+                call_id
+                for call_id in session.exec(
+                    select(Call.id)
+                    .where(col(Call.invite_pending).is_(True), col(Call.id) > after)
+                    .order_by(col(Call.id))
+                    .limit(limit)
                 )
-                if done:
-                    # Only if nothing changed the call meanwhile: a change made during the pass stays pending.
-                    session.execute(
-                        update(Call)
-                        .where(col(Call.id) == call_id, col(Call.sequence) == sequence)
-                        .values(invite_pending=False)
-                    )
-                session.commit()
-                if outcome.errors:
-                    break  # the server is unreachable or deferring: the next pass sends the rest
+                if call_id is not None
+            ]
+            if not call_ids:
+                break
+            after = call_ids[-1]
+            _send_batch(session, sender, call_ids, now, settings, flow_run_id, clock, outcome)
+            if len(call_ids) < limit:
+                break
     if outcome.errors:
         raise TransientSendError(
-            f"{len(outcome.errors)} call invites could not be sent now and stay pending: {outcome.errors[0]}"
+            f"call invites could not all be sent now and stay pending for the next pass: {outcome.errors[0]}"
         )
     return outcome
+
+
+def _send_batch(
+    session: Session,
+    sender: SmtpSender,
+    call_ids: list[int],
+    now: datetime,
+    settings: Settings,
+    flow_run_id: str | None,
+    clock: Callable[[], datetime],
+    outcome: InviteOutcome,
+) -> None:
+    """Work out and send what the calendars of these calls need to hear: four queries, then one commit a message."""
+    briefs = load_briefs(session=session, call_ids=call_ids)
+    history: dict[int, list[SentInvite]] = defaultdict(list)
+    for delivery in session.exec(
+        select(Delivery).where(
+            col(Delivery.plan_step_id).in_([b.step_id for b in briefs.values()]),
+            col(Delivery.kind).in_(INVITE_KINDS),
+        )
+    ):
+        history[delivery.plan_step_id].append(
+            SentInvite(delivery.kind, delivery.sequence, delivery.recipient, delivery.state)
+        )
+    plans = {brief.call_id: _plan_of(brief, history[brief.step_id]) for brief in briefs.values()}
+    recipients = {m.recipient.lower() for messages, _ in plans.values() for m in messages}
+    people = {
+        staff.email.lower(): _person(staff)
+        for staff in session.exec(select(Staff).where(col(Staff.email).in_(sorted(recipients))))
+    }
+    session.commit()
+    for call_id, (messages, sequence) in plans.items():
+        brief = briefs[call_id]
+        outcome.calls += 1
+        done = _send_call(
+            session, sender, brief, messages, sequence, people, now, settings, flow_run_id, clock, outcome
+        )
+        if done:
+            # Only if nothing changed the call meanwhile: a change made during the pass stays pending.
+            session.execute(
+                update(Call).where(col(Call.id) == call_id, col(Call.sequence) == sequence).values(invite_pending=False)
+            )
+        session.commit()
+        if outcome.errors:
+            return  # the server is unreachable or deferring: the next pass sends the rest
 
 
 def _plan_of(brief: CallBrief, history: list[SentInvite]) -> tuple[list[InviteMessage], int]:

@@ -375,3 +375,14 @@ def test_invites_land_in_a_real_calendar_at_the_right_time(  # type: ignore[no-u
     local = taken.vevent.dtstart.value
     assert (f"{local:%Y-%m-%d %H:%M}", local.utcoffset()) == ("2026-12-28 09:00", timedelta(hours=-5))
     assert taken.vevent.attendee.value == "mailto:jeanne@nmh.example.org"
+
+
+def test_a_large_workshop_is_sent_page_by_page_in_one_pass(session: Session, smtp_sink: SmtpCapture) -> None:
+    release_calls(session, enroll(session, 5))
+    with db.session_scope() as work:
+        calls.sync_calls(session=work, now=RELEASED)
+    outcome = send_pending_invites(now=RELEASED, limit=2)
+    assert (outcome.requests, outcome.calls) == (5, 5)
+    assert len(received(smtp_sink)) == 5
+    session.commit()
+    assert not any(call.invite_pending for call in session.exec(select(Call)))
