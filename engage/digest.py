@@ -31,6 +31,7 @@ from engage.calls import working_hours
 from engage.errors import InvalidStateError
 from engage.mailer import PermanentSendError, SendOutcomeUnknownError, SmtpSender, TransientSendError, new_message_id
 from engage.rendering import long_date
+from engage.reports import redact
 from engage.settings import Settings, get_settings
 from engage.staff import get_staff
 from models import (
@@ -372,7 +373,8 @@ def send_digests(
                     break  # the server is unreachable or deferring: a retry sends the rest
     log.info("staff digests: %s", outcome.as_dict())
     if outcome.errors:
-        raise TransientSendError(f"staff digests could not all be sent now: {outcome.errors[0]}")
+        # Prefect shows this message: addresses an SMTP answer may quote are hidden.
+        raise TransientSendError(f"staff digests could not all be sent now: {redact(outcome.errors[0])}")
     return outcome
 
 

@@ -38,6 +38,7 @@ from engage.mailer import (
 )
 from engage.plans import template_spec
 from engage.rendering import long_date
+from engage.reports import redact
 from engage.settings import Settings, get_settings
 from models import (
     Call,
@@ -660,7 +661,7 @@ def send_pending_invites(
                 break
     if outcome.errors:
         raise TransientSendError(
-            f"call invites could not all be sent now and stay pending for the next pass: {outcome.errors[0]}"
+            f"call invites could not all be sent now and stay pending for the next pass: {redact(outcome.errors[0])}"
         )
     return outcome
 
