@@ -512,11 +512,19 @@ def _create_call(session: Session, item: _Loaded, now: datetime) -> Call | None:
     return existing
 
 
-def mark_failed(*, step_ids: Iterable[int], claimant: str, error: str, now: datetime, url: str | None = None) -> int:
+def mark_failed(
+    *,
+    step_ids: Iterable[int],
+    claimant: str,
+    error: str,
+    now: datetime,
+    origin: str | None = None,
+    url: str | None = None,
+) -> int:
     """Retries ran out: the claimed steps not finished are `failed` and block their dependents until staff act.
 
-    They stay `retryable` and remember the run (``claimant``) that failed them, so retrying that run in the
-    Prefect UI, or `engage retry`, runs exactly them again.
+    They stay `retryable` and remember the run that failed them (``origin``, the run a person sees, else the
+    ``claimant``), so retrying that run in the Prefect UI, or `engage retry --run`, runs exactly them again.
     """
     with db.session_scope(url) as session:
         items = _load(session, step_ids, claimant)
@@ -524,7 +532,7 @@ def mark_failed(*, step_ids: Iterable[int], claimant: str, error: str, now: date
             item.step.status = StepStatus.FAILED
             item.step.retryable = True
             item.step.last_error = error[:2000]
-            item.step.flow_run_id = claimant
+            item.step.flow_run_id = origin or claimant
             item.step.lease_until = None
             item.step.claimed_by = None
             item.step.updated_at = now

@@ -16,7 +16,7 @@ from engage.errors import EngageError, ImportFileError
 from engage.importer import AttendeeSource
 from engage.settings import get_settings
 from flows.common import publish_workshop_progress, schedule_due_runs
-from flows.run_due_steps import run_due_steps
+from flows.run_due_steps import retry_failed_steps, run_due_steps
 from models import utcnow
 
 
@@ -109,6 +109,9 @@ def enroll(request: Attendees, template: str = "volunteer-followup", now: dateti
         raise EngageError("no staff member applies these plans: fill in applied_by or set ENGAGE_STAFF_EMAIL")
     role_map = normalise_role_map(request.role_templates)
     check_plan_templates(template, role_map)
+    if current_flow_run.id and (current_flow_run.run_count or 1) > 1:
+        # "Retry" on a failed enrollment: its batches failed inside its run-due-steps subflow; send them again.
+        logger.info("retry of this run: %s failed steps scheduled again", retry_failed_steps(current_flow_run.id, now))
     summary = import_attendees_and_create_plans(request, template, applied_by, now)
     result = summary.as_dict()
     # Reasons quote cell values (emails): Prefect keeps artifacts after a person is erased, so lines only.

@@ -84,12 +84,14 @@ def run_due_steps(now: datetime | None = None, batch_size: int | None = None) ->
     logger = get_run_logger()
     settings = get_settings()
     now = now or utcnow()
-    flow_run_id = current_flow_run.id
-    claimant = flow_run_id or f"local-{uuid4()}"
+    # Claims belong to this run; what the steps remember is the run a person sees and retries: the top-level one
+    # (an enroll run, when this runs as its subflow).
+    claimant = current_flow_run.id or f"local-{uuid4()}"
+    flow_run_id = (current_flow_run.root_flow_run_id or current_flow_run.id) if current_flow_run.id else None
     send = send_step_emails.with_options(retries=settings.send_retries)
     if settings.retry_delay_seconds is not None:
         send = send.with_options(retry_delay_seconds=settings.retry_delay_seconds)
-    if flow_run_id and (current_flow_run.run_count or 1) > 1:
+    if flow_run_id and flow_run_id == current_flow_run.id and (current_flow_run.run_count or 1) > 1:
         logger.info("retry of this run: %s failed steps scheduled again", retry_failed_steps(flow_run_id, now))
     totals = BatchOutcome()
     report: list[dict[str, object]] = []
@@ -109,7 +111,9 @@ def run_due_steps(now: datetime | None = None, batch_size: int | None = None) ->
                 outcome = future.result()
             except Exception as error:  # retries ran out: record it, go on with the other batches, fail at the end
                 reason = redact(str(error))
-                failed = runner.mark_failed(step_ids=group.step_ids, claimant=claimant, error=str(error), now=now)
+                failed = runner.mark_failed(
+                    step_ids=group.step_ids, claimant=claimant, error=str(error), now=now, origin=flow_run_id
+                )
                 totals.failed += failed
                 failures.append(f"{group.label}: {failed} steps failed: {reason}")
                 report.append(row | {"failed": failed, "error": reason})
