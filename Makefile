@@ -22,6 +22,7 @@ demo: install
 
 # pytest exits 5 when it collects no test: that is not a failure of the suite.
 test: install
+	@bash scripts/ensure-chromium.sh
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
