@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from datetime import datetime
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_flow_run
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,6 +99,17 @@ def import_attendees_and_create_plans(
         )
 
 
+def _tag_this_run(template: str, workshop: str) -> None:
+    """Tag the run with its template and workshop, so the UI's filters find a workshop's runs."""
+    if not current_flow_run.id:
+        return
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(current_flow_run.id)
+        client.update_flow_run(
+            current_flow_run.id, tags=sorted({*run.tags, f"template:{template}", f"workshop:{workshop}"})
+        )
+
+
 @flow(name="enroll", flow_run_name=_run_name, log_prints=False)
 def enroll(request: Attendees, template: str = "volunteer-followup", now: datetime | None = None) -> dict[str, object]:
     """Enroll a workshop's attendees in their plans, run what is already due, schedule what is coming."""
@@ -107,6 +118,7 @@ def enroll(request: Attendees, template: str = "volunteer-followup", now: dateti
     applied_by = request.applied_by or get_settings().staff_email
     if not applied_by:
         raise EngageError("no staff member applies these plans: fill in applied_by or set ENGAGE_STAFF_EMAIL")
+    _tag_this_run(template, request.workshop)
     role_map = normalise_role_map(request.role_templates)
     check_plan_templates(template, role_map)
     if current_flow_run.id and (current_flow_run.run_count or 1) > 1:

@@ -77,8 +77,15 @@ def deactivate(
     as_json: bool = JsonOption,
 ) -> None:
     """Deactivate a staff member and hand their open tasks and contacts to another, in one go."""
+    from engage.cli._calls import follow_calls, tell_calendars
+    from models import utcnow
+
+    now = utcnow()
     with ledger() as session:
-        handover = staff_ops.deactivate_staff(session=session, email=email, reassign_to=reassign_to)
+        handover = staff_ops.deactivate_staff(session=session, email=email, reassign_to=reassign_to, now=now)
+        # Their calls move with the tasks: a CANCEL to the one leaving, a REQUEST to the one taking over.
+        follow_calls(session, now)
+    tell_calendars(now)
     if as_json:
         print_json({"tasks": handover.tasks, "contacts": handover.contacts})
     else:

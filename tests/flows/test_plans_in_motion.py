@@ -205,3 +205,32 @@ def test_two_runs_at_once_send_each_email_once(
     assert sum(r["sent"] for r in results) == 40
     recipients = [m.recipients[0] for m in smtp_sink.messages]
     assert len(recipients) == 40 and len(set(recipients)) == 40
+
+
+def test_a_run_is_tagged_and_shows_the_people_behind_it(
+    prefect: str,
+    db_url: str,
+    staff: Staff,
+    session: Session,
+    smtp_sink: SmtpCapture,
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    from prefect import get_client
+
+    request = Attendees(
+        attendees="Email;Prénom\nlea@example.org;Léa\ntom@example.org;Tom\n",
+        workshop="Atelier Lyon",
+        date=WORKSHOP,
+        applied_by=STAFF,
+    )
+    state = enroll(
+        request, template="volunteer-followup", now=datetime(2026, 11, 23, 8, 30, tzinfo=UTC), return_state=True
+    )
+    assert state.is_completed()
+    run_id = str(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    assert {"template:volunteer-followup", "workshop:Atelier Lyon"} <= set(run.tags)
+    assert run.name == "volunteer-followup · Atelier Lyon · 2026-11-20"
+    people = cli("tasks", "list", "--run", run_id, "--status", "done", "--json").json()
+    assert sorted(t["contact"] for t in people) == ["lea@example.org", "tom@example.org"]
