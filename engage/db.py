@@ -47,9 +47,17 @@ def _configure_sqlite(engine: Engine) -> None:
 _ENGINES: dict[str, Engine] = {}
 
 
+def absolute_sqlite_url(url: str, base: Path | None = None) -> str:
+    """A relative SQLite URL made absolute (against ``base``, default the working directory), so one URL is one file."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(((base or Path.cwd()) / url[len(prefix) :]).resolve())
+    return url
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The engine for ``url`` (default: the configured ledger), created once per process."""
-    url = url or get_settings().database_url
+    url = absolute_sqlite_url(url or get_settings().database_url)
     if url in _ENGINES:
         return _ENGINES[url]
     parsed = make_url(url)

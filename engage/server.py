@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from engage.db import absolute_sqlite_url
 from engage.errors import EngageError
 from engage.settings import PROJECT_ROOT, get_settings
 
@@ -30,14 +31,6 @@ class ServerError(EngageError):
 
 def _prefect() -> list[str]:
     return [sys.executable, "-m", "prefect"]
-
-
-def absolute_sqlite_url(url: str, base: Path) -> str:
-    """A relative SQLite URL made absolute, so every process of the stack (whatever its folder) shares one file."""
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        return prefix + str((base / url[len(prefix) :]).resolve())
-    return url
 
 
 @dataclass
