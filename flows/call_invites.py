@@ -11,20 +11,9 @@ from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
 from engage import calls, db, invites
-from engage.mailer import TransientSendError
 from engage.reports import redact
 from engage.settings import get_settings
-
-
-def _retry_on_transient(task: object, task_run: object, state: object) -> bool:
-    """Retry only when the SMTP server was unreachable or deferred: what it accepted is never sent again."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except TransientSendError:
-        return True
-    except Exception:  # anything else is a bug or a permanent problem: retrying would only repeat it
-        return False
-    return False
+from flows.common import retry_on_transient
 
 
 @task(
@@ -33,7 +22,7 @@ def _retry_on_transient(task: object, task_run: object, state: object) -> bool:
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_on_transient,
+    retry_condition_fn=retry_on_transient,
 )
 def send_call_invites(now: datetime, flow_run_id: str | None = None) -> dict[str, int]:
     """Place new calls in their assignee's free slots, follow moved and cancelled ones, and send the invites due."""

@@ -12,6 +12,7 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from engage import db
+from engage.mailer import TransientSendError
 from engage.reports import workshop_progress
 from engage.runner import DueItem, unique_due_items
 from engage.settings import get_settings
@@ -19,6 +20,21 @@ from engage.settings import get_settings
 RUN_DUE_STEPS_DEPLOYMENT = "run-due-steps/run-due-steps"
 
 logger = logging.getLogger("engage.flows")
+
+
+def retry_on_transient(task: object, task_run: object, state: object) -> bool:
+    """Retry a task only for failures that may pass (SMTP 4xx, refused or dropped connections).
+
+    Anything else is a bug or a permanent refusal: retrying would only repeat it. What went out is recorded in the
+    ledger, so a retry never sends it again.
+    """
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except TransientSendError:
+        return True
+    except Exception:  # the failure is not transient: say no
+        return False
+    return False
 
 
 def deployments_available() -> bool:

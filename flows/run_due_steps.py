@@ -13,29 +13,17 @@ from prefect.tasks import exponential_backoff
 
 from engage import db, runner
 from engage.errors import EngageError
-from engage.mailer import TransientSendError
 from engage.plans import retry_steps
 from engage.reports import redact
 from engage.runner import BatchOutcome, StepGroup
 from engage.settings import get_settings
 from flows.call_invites import tell_calendars
-from flows.common import publish_workshop_progress, schedule_due_runs
+from flows.common import publish_workshop_progress, retry_on_transient, schedule_due_runs
 from models import StepKind, utcnow
 
 
 class StepsFailedError(EngageError):
     """Some batches still failed after their retries: their steps are `failed` in the ledger until retried."""
-
-
-def _retry_on_transient(task: object, task_run: object, state: object) -> bool:
-    """Retry a batch only for failures that may pass (SMTP 4xx, refused or dropped connections)."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except TransientSendError:
-        return True
-    except Exception:  # anything else is a bug or a permanent problem: retrying would only repeat it
-        return False
-    return False
 
 
 @task(name="retry-failed-steps", task_run_name="put this run's failed steps back on the schedule")
@@ -56,7 +44,7 @@ def claim_due_steps(now: datetime, claimant: str, limit: int, lease_seconds: int
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_on_transient,
+    retry_condition_fn=retry_on_transient,
 )
 def send_step_emails(group: StepGroup, claimant: str, now: datetime, flow_run_id: str | None) -> BatchOutcome:
     """Render and send the emails of one batch of claimed steps; the ledger skips what already went out."""

@@ -10,20 +10,9 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.tasks import exponential_backoff
 
 from engage import digest
-from engage.mailer import TransientSendError
 from engage.settings import get_settings
+from flows.common import retry_on_transient
 from models import utcnow
-
-
-def _retry_on_transient(task: object, task_run: object, state: object) -> bool:
-    """Retry only when the SMTP server was unreachable or deferred: digests already sent are recorded, not resent."""
-    try:
-        state.result()  # type: ignore[attr-defined]
-    except TransientSendError:
-        return True
-    except Exception:  # anything else is a bug or a permanent problem: retrying would only repeat it
-        return False
-    return False
 
 
 @task(
@@ -31,7 +20,7 @@ def _retry_on_transient(task: object, task_run: object, state: object) -> bool:
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_on_transient,
+    retry_condition_fn=retry_on_transient,
 )
 def send_staff_digests(now: datetime, to: str | None, flow_run_id: str | None) -> dict[str, int]:
     """Email their digest to each staff member whose morning it is; the ledger skips whoever already had theirs."""
