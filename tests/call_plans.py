@@ -8,12 +8,11 @@ from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from typing import Any
 
-from factories import create_contact, create_staff
+from factories import apply_seed_plans, create_staff
 from icalendar import Calendar
 from sqlmodel import Session, col, select
 
 from engage import plans
-from engage.plan_templates import current_template
 from engage.smtp_capture import SmtpCapture
 from models import Plan, PlanStep, Staff, StepKind, StepStatus
 
@@ -40,24 +39,10 @@ def enroll(
 ) -> list[Plan]:
     """Apply a seed template to ``count`` new contacts of a workshop; committed."""
     session.commit()
-    applier = applier or staff_member(session)
-    found, _ = plans.get_or_create_workshop(session=session, name=workshop, on=WORKSHOP_DAY, place="Lyon 1er")
-    version = current_template(session=session, key=template)
-    created = []
-    for _ in range(count):
-        plan, _ = plans.apply_template(
-            session=session,
-            template=version,
-            contact=create_contact(session, **contact_fields),
-            enrollment_key=found.enrollment_key,
-            started_on=WORKSHOP_DAY,
-            applied_by=applier,
-            workshop_id=found.id,
-            now=ENROLLED,
-        )
-        created.append(plan)
-    session.commit()
-    return created
+    contacts = [dict(contact_fields) for _ in range(count)]
+    return apply_seed_plans(
+        session, contacts, applier=applier or staff_member(session), template=template, workshop=workshop
+    )
 
 
 def release_calls(session: Session, enrolled: list[Plan]) -> list[PlanStep]:

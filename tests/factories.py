@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlmodel import Session
 
-from models import Contact, Staff
+from models import Contact, Plan, Staff
 
 _counter = itertools.count(1)
 
@@ -31,3 +33,39 @@ def create_contact(session: Session, **overrides: Any) -> Contact:
     session.add(contact)
     session.flush()
     return contact
+
+
+WORKSHOP_DAY = date(2026, 11, 20)  # a Friday: the worked example of the README
+ENROLLED_AT = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)  # the evening of the workshop
+
+
+def apply_seed_plans(
+    session: Session,
+    contacts: Iterable[dict[str, Any]],
+    *,
+    applier: Staff,
+    template: str = "volunteer-followup",
+    workshop: str = "Atelier Lyon",
+    place: str | None = "Lyon 1er",
+) -> list[Plan]:
+    """Give new contacts a seed template's plan for a workshop of Friday 20 November 2026; committed."""
+    from engage import plans
+    from engage.plan_templates import current_template
+
+    found, _ = plans.get_or_create_workshop(session=session, name=workshop, on=WORKSHOP_DAY, place=place)
+    version = current_template(session=session, key=template)
+    created = []
+    for fields in contacts:
+        plan, _ = plans.apply_template(
+            session=session,
+            template=version,
+            contact=create_contact(session, **fields),
+            enrollment_key=found.enrollment_key,
+            started_on=WORKSHOP_DAY,
+            applied_by=applier,
+            workshop_id=found.id,
+            now=ENROLLED_AT,
+        )
+        created.append(plan)
+    session.commit()
+    return created

@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from factories import create_contact, create_staff
+from factories import apply_seed_plans, create_staff
 from sqlmodel import Session as DbSession
 
-from engage import plans, runner
-from engage.plan_templates import current_template
+from engage import runner
 from engage.settings import get_settings
 from models import Staff
 
@@ -282,23 +281,10 @@ def enroll(session: DbSession, applier: Staff) -> Callable[..., list[int]]:
     """Apply a seed template to new contacts of the workshop "Atelier Lyon"; return the plan ids."""
 
     def apply(template: str, *contacts: dict[str, Any], workshop: str = "Atelier Lyon") -> list[int]:
-        found, _ = plans.get_or_create_workshop(session=session, name=workshop, on=WORKSHOP_DAY, place="Lyon 1er")
-        version = current_template(session=session, key=template)
-        plan_ids = []
-        for fields in contacts:
-            plan, _ = plans.apply_template(
-                session=session,
-                template=version,
-                contact=create_contact(session, **fields),
-                enrollment_key=found.enrollment_key,
-                started_on=WORKSHOP_DAY,
-                applied_by=applier,
-                workshop_id=found.id,
-                now=datetime(2026, 11, 20, 18, 0, tzinfo=UTC),
-            )
-            plan_ids.append(plan.id or 0)
-        session.commit()
-        return plan_ids
+        created = apply_seed_plans(session, contacts, applier=applier, template=template, workshop=workshop)
+        ids = [plan.id or 0 for plan in created]
+        session.commit()  # end the snapshot reading the ids took: the tests then see what the runner writes
+        return ids
 
     return apply
 

@@ -6,14 +6,13 @@ from datetime import UTC, date, datetime, timedelta
 from email.message import Message
 
 import pytest
-from factories import create_contact, create_staff
+from factories import apply_seed_plans, create_staff
 from sqlmodel import Session, select
 
 from engage import plans, runner
 from engage.mailer import TransientSendError
-from engage.plan_templates import current_template
 from engage.smtp_capture import SmtpCapture
-from models import Call, Delivery, DeliveryState, PlanStep, StepStatus
+from models import Call, Delivery, DeliveryState, PlanStep, StepStatus, id_of
 
 WORKSHOP_DAY = date(2026, 11, 20)
 MONDAY_9 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 09:00 in Paris
@@ -21,23 +20,10 @@ MONDAY_9 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 09:00 in Paris
 
 def enroll(session: Session, count: int, template: str = "volunteer-followup", **contact_fields: object) -> list[int]:
     applier = create_staff(session, name="Camille Martin", email="camille@nmh.example.org")
-    workshop, _ = plans.get_or_create_workshop(session=session, name="Atelier Lyon", on=WORKSHOP_DAY, place="Lyon")
-    version = current_template(session=session, key=template)
-    plan_ids = []
-    for _ in range(count):
-        plan, _ = plans.apply_template(
-            session=session,
-            template=version,
-            contact=create_contact(session, **contact_fields),
-            enrollment_key=workshop.enrollment_key,
-            started_on=WORKSHOP_DAY,
-            applied_by=applier,
-            workshop_id=workshop.id,
-            now=datetime(2026, 11, 20, 18, 0, tzinfo=UTC),
-        )
-        plan_ids.append(plan.id or 0)
-    session.commit()
-    return plan_ids
+    contacts = [dict(contact_fields) for _ in range(count)]
+    ids = [id_of(plan) for plan in apply_seed_plans(session, contacts, applier=applier, template=template)]
+    session.commit()  # end the snapshot reading the ids took: the tests then see what the runner writes
+    return ids
 
 
 def run_all_due(now: datetime, claimant: str = "test") -> runner.BatchOutcome:
