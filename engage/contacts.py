@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from engage.importer import AttendeeRow, AttendeeSource, RejectedRow, RejectsWriter
 from models import Contact, ContactCommunity, ContactTag, Staff
@@ -150,9 +150,10 @@ class _Import:
         new_values = [self._new_values(row) for key, row in rows.items() if key not in existing]
         if new_values:
             # plain rows, not ORM objects: building 500 validated models costs more than inserting them
-            inserted = self.session.exec(
-                insert(Contact).returning(col(Contact.id), col(Contact.email_key), sort_by_parameter_order=True),
-                params=new_values,
+            # Core, not the ORM's bulk INSERT, which splits the rows wherever the set of blank cells changes.
+            table = SQLModel.metadata.tables["contact"]
+            inserted = self.session.connection().execute(
+                insert(table).returning(table.c.id, table.c.email_key, sort_by_parameter_order=True), new_values
             )
             ids.update((key, contact_id) for contact_id, key in inserted)
 

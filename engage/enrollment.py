@@ -12,10 +12,10 @@ from engage.contacts import ImportSummary, import_contacts
 from engage.errors import EngageError
 from engage.importer import AttendeeRow, AttendeeSource
 from engage.plan_templates import current_template
-from engage.plans import AssigneeResolver, apply_template, get_or_create_workshop
+from engage.plans import AssigneeResolver, apply_templates, get_or_create_workshop
 from engage.runner import DueItem
 from engage.staff import get_staff
-from models import Contact, PlanTemplate, StepStatus, Workshop
+from models import Contact, PlanTemplate
 
 
 @dataclass
@@ -97,23 +97,33 @@ def enroll_attendees(
         contacts = {
             c.id: c for c in chunk_session.exec(select(Contact).where(col(Contact.id).in_([cid for cid, _ in pairs])))
         }
-        for contact_id, row in pairs:
-            key = role_map.get(row.role or "", template_key)
-            plan, created = apply_template(
-                session=chunk_session,
-                template=templates[key],
-                contact=contacts[contact_id],
-                enrollment_key=workshop.enrollment_key,
-                started_on=on,
-                applied_by=applier,
-                workshop_id=workshop.id,
-                now=now,
-                assignees=resolver,
-            )
-            counts["created" if created else "existing"] += 1
-            by_template[key] = by_template.get(key, 0) + 1
-            if created:
-                _collect_due(chunk_session, plan.id, workshop, due)
+        requests = [
+            (contacts[contact_id], templates[role_map.get(row.role or "", template_key)]) for contact_id, row in pairs
+        ]
+        applied = apply_templates(
+            session=chunk_session,
+            requests=requests,
+            enrollment_key=workshop.enrollment_key,
+            started_on=on,
+            applied_by=applier,
+            workshop_id=workshop.id,
+            now=now,
+            assignees=resolver,
+        )
+        for plan in applied:
+            counts["created" if plan.created else "existing"] += 1
+            by_template[plan.template_key] = by_template.get(plan.template_key, 0) + 1
+            for step in plan.scheduled:
+                item = DueItem(
+                    workshop_id=workshop.id,
+                    workshop_name=workshop.name,
+                    workshop_date=workshop.date,
+                    template_key=plan.template_key,
+                    step_key=step.key,
+                    step_name=step.name,
+                    due_at=step.due_at,
+                )
+                due.setdefault(item.idempotency_key, item)
 
     summary = import_contacts(session=session, source=source, now=now, on_chunk=create_plans, progress=progress)
     return EnrollmentSummary(
@@ -124,25 +134,3 @@ def enroll_attendees(
         by_template=by_template,
         due_items=sorted(due.values(), key=lambda item: item.due_at),
     )
-
-
-def _collect_due(session: Session, plan_id: int | None, workshop: Workshop, due: dict[str, DueItem]) -> None:
-    from models import Plan, PlanStep
-
-    rows = session.exec(
-        select(PlanStep, Plan.template_key)
-        .join(Plan, col(Plan.id) == PlanStep.plan_id)
-        .where(PlanStep.plan_id == plan_id, PlanStep.status == StepStatus.SCHEDULED)
-    ).all()
-    for step, template_key in rows:
-        assert step.due_at is not None
-        item = DueItem(
-            workshop_id=workshop.id,
-            workshop_name=workshop.name,
-            workshop_date=workshop.date,
-            template_key=template_key,
-            step_key=step.step_key,
-            step_name=step.name,
-            due_at=step.due_at,
-        )
-        due.setdefault(item.idempotency_key, item)

@@ -6,17 +6,21 @@ carry a lease, so several runs at once never take the same step, and a crashed r
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import Engine, and_, bindparam, insert, or_, update
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, func, select
 
 from engage import calls, db, rendering
+from engage.errors import NotFoundError
 from engage.faults import pause_here
 from engage.mailer import (
     OutgoingEmail,
@@ -27,8 +31,8 @@ from engage.mailer import (
     build_message,
     new_message_id,
 )
-from engage.plans import finish_step, plan_spec, release_dependents, template_spec
-from engage.rendering import get_renderer
+from engage.plans import StepFinisher, StepRow, plan_spec, template_spec, write_row
+from engage.rendering import EmailRenderer, get_renderer
 from engage.settings import Settings, get_settings
 from engage.timerules import next_send_time
 from engage.unsubscribe import unsubscribe_url
@@ -124,10 +128,31 @@ class BatchOutcome:
         for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failed_step_ids.extend(other.failed_step_ids)
-        self.released.extend(other.released)
+        # One item per due time is all scheduling needs: a run over 100,000 steps keeps a handful, not 100,000.
+        self.released = unique_due_items([*self.released, *other.released])
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTS}
+
+
+# --- SQLite writers ---------------------------------------------------------------------------------------------
+
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+_SQLITE_WRITERS_LOCK = threading.Lock()
+
+
+def _writing(engine: Engine) -> AbstractContextManager[object]:
+    """Hold this while a write transaction of ``engine`` runs, when it is SQLite: one writer thread at a time.
+
+    SQLite takes one writer at a time anyway; threads that collide there wait in SQLite's busy handler, which sleeps
+    1, 2, 5, 10... milliseconds between tries. Batches sent at once commit every few hundred microseconds, so they
+    queue on this lock instead, and each is woken the moment the one before it commits.
+    """
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    key = str(engine.url)
+    with _SQLITE_WRITERS_LOCK:
+        return _SQLITE_WRITERS.setdefault(key, threading.Lock())
 
 
 # --- claims -----------------------------------------------------------------------------------------------------
@@ -169,7 +194,7 @@ def claim_due_steps(
     Two statements on purpose: PostgreSQL may evaluate a LIMIT subquery inside `UPDATE ... WHERE id IN (...)` more
     than once, and then claims more rows than asked.
     """
-    with db.session_scope(url) as session:
+    with _writing(db.get_engine(url)), db.session_scope(url) as session:
         recover_expired_claims(session=session, now=now)
         due = or_(
             and_(col(PlanStep.status) == StepStatus.SCHEDULED, col(PlanStep.due_at) <= now),
@@ -254,11 +279,11 @@ def _load(session: Session, step_ids: Iterable[int], claimant: str) -> list[_Loa
     from sqlalchemy.orm import aliased
 
     applier, assignee = aliased(Staff), aliased(Staff)
+    # Templates are read apart, once each: joined, their JSON definition would be parsed again for every row.
     rows = session.execute(
-        sa_select(PlanStep, Plan, Contact, Workshop, applier, assignee, PlanTemplate)
+        sa_select(PlanStep, Plan, Contact, Workshop, applier, assignee)
         .join(Plan, col(Plan.id) == PlanStep.plan_id)
         .join(Contact, col(Contact.id) == Plan.contact_id)
-        .join(PlanTemplate, col(PlanTemplate.id) == Plan.template_id)
         .outerjoin(Workshop, col(Workshop.id) == Plan.workshop_id)
         .outerjoin(applier, col(applier.id) == Plan.applied_by_id)
         .outerjoin(assignee, col(assignee.id) == PlanStep.assignee_id)
@@ -269,18 +294,26 @@ def _load(session: Session, step_ids: Iterable[int], claimant: str) -> list[_Loa
         )
         .order_by(col(PlanStep.id))
     ).all()
-    return [_Loaded(*row) for row in rows]
+    templates: dict[int, PlanTemplate] = {}
+    for template_id in sorted({plan.template_id for _, plan, *_ in rows}):
+        template = session.get(PlanTemplate, template_id)
+        if template is None:  # a foreign key makes this impossible short of a broken database
+            raise NotFoundError(f"plan template version {template_id} is missing")
+        templates[template_id] = template
+    return [
+        _Loaded(step, plan, contact, workshop, applied_by, assigned_to, templates[plan.template_id])
+        for step, plan, contact, workshop, applied_by, assigned_to in rows
+    ]
 
 
-def _due_item(session: Session, step: PlanStep) -> DueItem:
-    plan = session.get(Plan, step.plan_id)
-    assert plan is not None and step.due_at is not None
-    workshop = session.get(Workshop, plan.workshop_id) if plan.workshop_id else None
+def _due_item(item: _Loaded, step: PlanStep | StepRow) -> DueItem:
+    """The due time a step of ``item``'s plan now has (the step itself, or one it released)."""
+    assert step.due_at is not None
     return DueItem(
-        workshop_id=plan.workshop_id,
-        workshop_name=workshop.name if workshop else None,
-        workshop_date=workshop.date if workshop else None,
-        template_key=plan.template_key,
+        workshop_id=item.plan.workshop_id,
+        workshop_name=item.workshop.name if item.workshop else None,
+        workshop_date=item.workshop.date if item.workshop else None,
+        template_key=item.plan.template_key,
         step_key=step.step_key,
         step_name=step.name,
         due_at=step.due_at,
@@ -288,10 +321,10 @@ def _due_item(session: Session, step: PlanStep) -> DueItem:
 
 
 def _finish(
-    session: Session, outcome: BatchOutcome, step: PlanStep, status: StepStatus, now: datetime, **kwargs: str
+    finisher: StepFinisher, outcome: BatchOutcome, item: _Loaded, status: StepStatus, now: datetime, **kwargs: str
 ) -> None:
-    released = finish_step(session=session, step=step, status=status, now=now, **kwargs)  # type: ignore[arg-type]
-    outcome.released.extend(_due_item(session, s) for s in released)
+    released = finisher.finish(item.step, status, now, **kwargs)  # type: ignore[arg-type]
+    outcome.released.extend(_due_item(item, s) for s in released)
 
 
 def _cancel_if_plan_closed(session: Session, item: _Loaded, now: datetime) -> bool:
@@ -305,10 +338,19 @@ def _cancel_if_plan_closed(session: Session, item: _Loaded, now: datetime) -> bo
     return True
 
 
-def _defer_outside_window(session: Session, item: _Loaded, now: datetime, outcome: BatchOutcome) -> bool:
+def _next_slot(item: _Loaded, now: datetime, next_slots: dict[int, datetime]) -> datetime:
+    """The first moment from ``now`` inside the send window of the item's template (worked out once a batch)."""
+    template_id = id_of(item.template)
+    if template_id not in next_slots:
+        next_slots[template_id] = next_send_time(now, template_spec(item.template).calendar_rules())
+    return next_slots[template_id]
+
+
+def _defer_outside_window(
+    session: Session, item: _Loaded, now: datetime, outcome: BatchOutcome, next_slots: dict[int, datetime]
+) -> bool:
     """Emails go out inside the template's send window; a late run puts the step back to the next window."""
-    rules = template_spec(item.template).calendar_rules()
-    next_slot = next_send_time(now, rules)
+    next_slot = _next_slot(item, now, next_slots)
     if next_slot <= now:
         return False
     item.step.status = StepStatus.SCHEDULED
@@ -319,7 +361,7 @@ def _defer_outside_window(session: Session, item: _Loaded, now: datetime, outcom
     item.step.updated_at = now
     session.add(item.step)
     outcome.deferred += 1
-    outcome.released.append(_due_item(session, item.step))
+    outcome.released.append(_due_item(item, item.step))
     return True
 
 
@@ -336,11 +378,84 @@ def email_context(item: _Loaded, settings: Settings, unsubscribe: str, language:
     )
 
 
-def _next_sequence(session: Session, step_id: int) -> int:
-    sequences = session.exec(
-        select(Delivery.sequence).where(Delivery.plan_step_id == step_id, Delivery.kind == DeliveryKind.EMAIL)
+def _next_sequences(session: Session, step_ids: list[int]) -> dict[int, int]:
+    """The sequence the next email delivery of each step takes (0 for a step never sent)."""
+    rows = session.exec(
+        select(Delivery.plan_step_id, func.max(Delivery.sequence))
+        .where(col(Delivery.plan_step_id).in_(step_ids), Delivery.kind == DeliveryKind.EMAIL)
+        .group_by(col(Delivery.plan_step_id))
     ).all()
-    return max(sequences, default=-1) + 1
+    return {step_id: int(highest) + 1 for step_id, highest in rows if highest is not None}
+
+
+def _outgoing_email(
+    item: _Loaded, renderer: EmailRenderer, settings: Settings, *, message_id: str
+) -> tuple[OutgoingEmail, str]:
+    """Render the email of one step for its contact; (email, language)."""
+    step, contact = item.step, item.contact
+    spec = template_spec(item.template).step(step.step_key)
+    assert spec.email_template is not None
+    language = renderer.pick_language(contact.language)
+    unsubscribe = unsubscribe_url(contact.id or 0, settings)
+    context = email_context(item, settings, unsubscribe, language)
+    rendered = renderer.render_contact(spec.email_template, language, context)
+    staff = item.applier or item.assignee
+    outgoing = OutgoingEmail(
+        to=contact.email,
+        to_name=contact.full_name,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        reply_to=staff.email if staff else None,
+        reply_to_name=staff.name if staff else None,
+        message_id=message_id,
+        unsubscribe_url=unsubscribe,
+        language=language,
+    )
+    return outgoing, language
+
+
+@dataclass
+class _Sending:
+    """The delivery of one email, from its `sending` record to the SMTP server's answer."""
+
+    item: _Loaded
+    sequence: int
+    answer: str = ""
+    sent_at: datetime | None = None
+
+    @property
+    def step_id(self) -> int:
+        return id_of(self.item.step)
+
+
+# Built once: the runner writes these for every email, and building a statement costs more than executing it.
+_DELIVERY = SQLModel.metadata.tables["delivery"]
+_INSERT_DELIVERY = insert(_DELIVERY)
+_SET_DELIVERY = (
+    update(_DELIVERY)
+    .where(
+        _DELIVERY.c.plan_step_id == bindparam("where_step"),
+        _DELIVERY.c.kind == bindparam("where_kind"),
+        _DELIVERY.c.sequence == bindparam("where_sequence"),
+    )
+    .values(state=bindparam("set_state"), smtp_response=bindparam("set_response"), sent_at=bindparam("set_sent_at"))
+)
+
+
+def _record_delivery(session: Session, sending: _Sending, state: DeliveryState, response: str | None) -> None:
+    """Write the outcome of a delivery recorded `sending` (found by its step, kind and sequence)."""
+    session.connection().execute(
+        _SET_DELIVERY,
+        {
+            "where_step": sending.step_id,
+            "where_kind": DeliveryKind.EMAIL,
+            "where_sequence": sending.sequence,
+            "set_state": state,
+            "set_response": response[:1000] if response is not None else None,
+            "set_sent_at": sending.sent_at,
+        },
+    )
 
 
 def send_email_batch(
@@ -355,7 +470,8 @@ def send_email_batch(
     """Send the emails of claimed steps over one SMTP connection, recording each delivery before and after.
 
     A delivery is written `sending` (with its Message-ID) in the same commit that records the previous message as
-    `sent`: one commit per message, and at most one message per connection whose fate a crash can hide.
+    `sent`, with its step's completion and the release of the next step: one commit per message, and at most one
+    message per connection whose fate a crash can hide. The batch's plans are read once, up front.
     A transient failure (4xx, connection) raises TransientSendError after recording what went out: the caller
     retries, and the ledger makes the retry skip every step already sent.
     """
@@ -364,112 +480,164 @@ def send_email_batch(
     renderer = get_renderer(settings.email_templates_dir, tuple(settings.language_list))
     outcome = BatchOutcome()
     engine = db.get_engine(settings.database_url)
+    writing = _writing(engine)
     with Session(engine, expire_on_commit=False) as session, SmtpSender(settings) as sender:
+        # Read what the batch needs in a read transaction (on SQLite it takes no write lock), then end it.
+        if engine.dialect.name == "sqlite":
+            session.connection(execution_options={"sqlite_begin": "DEFERRED"})
         items = _load(session, step_ids, claimant)
-        for item in items:
-            step, contact = item.step, item.contact
-            if _cancel_if_plan_closed(session, item, now):
-                session.commit()
-                continue
-            if contact.email_opt_out or contact.erased_at is not None:
-                reason = "contact opted out of email" + (
-                    f" ({contact.email_opt_out_source})" if contact.email_opt_out_source else ""
-                )
-                _finish(session, outcome, step, StepStatus.SKIPPED, now, reason=reason)
-                outcome.skipped += 1
-                session.commit()
-                continue
-            if _defer_outside_window(session, item, now, outcome):
-                session.commit()
-                continue
-            spec = template_spec(item.template).step(step.step_key)
-            assert spec.email_template is not None
-            language = renderer.pick_language(contact.language)
-            unsubscribe = unsubscribe_url(contact.id or 0, settings)
-            context = email_context(item, settings, unsubscribe, language)
-            rendered = renderer.render(spec.email_template, language, context)
-            staff = item.applier or item.assignee
-            outgoing = OutgoingEmail(
-                to=contact.email,
-                to_name=contact.full_name,
-                subject=rendered.subject,
-                text=rendered.text,
-                html=rendered.html,
-                reply_to=staff.email if staff else None,
-                reply_to_name=staff.name if staff else None,
-                message_id=new_message_id(settings),
-                unsubscribe_url=unsubscribe,
-                language=language,
-            )
-            delivery = Delivery(
-                plan_step_id=id_of(step),
-                kind=DeliveryKind.EMAIL,
-                sequence=_next_sequence(session, step.id or 0),
-                recipient=contact.email,
-                subject=rendered.subject,
-                language=language,
-                message_id=outgoing.message_id,
-                state=DeliveryState.SENDING,
-                flow_run_id=flow_run_id,
-                created_at=clock(),
-            )
-            session.add(delivery)
-            step.flow_run_id = flow_run_id
-            session.add(step)
-            session.commit()
-            pause_here("before_send")
-            try:
-                answer = sender.send(build_message(outgoing, settings))
-            except PermanentSendError as error:
-                delivery.state = DeliveryState.FAILED
-                delivery.smtp_response = error.response or str(error)
-                step.status = StepStatus.FAILED
-                step.retryable = False
-                step.last_error = str(error)
-                step.completed_at = now
-                step.lease_until = None
-                step.updated_at = now
-                session.add_all([delivery, step])
-                session.flush()
-                # A recipient the server refuses for good will not get this email: the next step (often the call)
-                # matters more now, so its dependents proceed.
-                released = release_dependents(session=session, step=step, now=now, force=True)
-                outcome.released.extend(_due_item(session, s) for s in released)
-                outcome.failed += 1
-                session.commit()
-                continue
-            except SendOutcomeUnknownError as error:
-                # The message was handed over and the answer lost: it may have gone out. Never resend it on our
-                # own; staff say (engage tasks resolve). The batch goes on over a new connection.
-                delivery.state = DeliveryState.UNKNOWN
-                delivery.smtp_response = str(error)
-                step.status = StepStatus.UNKNOWN
-                step.last_error = str(error)
-                step.lease_until = None
-                step.claimed_by = None
-                step.updated_at = now
-                session.add_all([delivery, step])
-                outcome.unknown += 1
-                session.commit()
-                continue
-            except TransientSendError as error:
-                delivery.state = DeliveryState.FAILED
-                delivery.smtp_response = error.response or str(error)
-                step.last_error = str(error)
-                session.add_all([delivery, step])
-                session.commit()
-                raise
-            pause_here("after_accept")
-            delivery.state = DeliveryState.SENT
-            delivery.smtp_response = answer
-            delivery.sent_at = clock()
-            session.add(delivery)
-            _finish(session, outcome, step, StepStatus.DONE, now)
+        if not items:
+            return outcome
+        finisher = StepFinisher(session=session, plans=[item.plan for item in items])
+        sequences = _next_sequences(session, [id_of(item.step) for item in items])
+        session.commit()
+        next_slots: dict[int, datetime] = {}
+        accepted: _Sending | None = None
+
+        def record_accepted() -> None:
+            """Write the last accepted message `sent`, its step done and the next step due (committed by the caller)."""
+            nonlocal accepted
+            if accepted is None:
+                return
+            done, accepted = accepted, None
+            _record_delivery(session, done, DeliveryState.SENT, done.answer)
+            _finish(finisher, outcome, done.item, StepStatus.DONE, now)
             outcome.sent += 1
             session.flush()
             pause_here("during_ledger_write")
-            session.commit()
+
+        try:
+            for item in items:
+                step, contact = item.step, item.contact
+                if item.plan.status != PlanStatus.ACTIVE:
+                    with writing:
+                        _cancel_if_plan_closed(session, item, now)
+                        record_accepted()
+                        session.commit()
+                    continue
+                if contact.email_opt_out or contact.erased_at is not None:
+                    reason = "contact opted out of email" + (
+                        f" ({contact.email_opt_out_source})" if contact.email_opt_out_source else ""
+                    )
+                    with writing:
+                        _finish(finisher, outcome, item, StepStatus.SKIPPED, now, reason=reason)
+                        outcome.skipped += 1
+                        record_accepted()
+                        session.commit()
+                    continue
+                if _next_slot(item, now, next_slots) > now:
+                    with writing:
+                        _defer_outside_window(session, item, now, outcome, next_slots)
+                        record_accepted()
+                        session.commit()
+                    continue
+                outgoing, language = _outgoing_email(item, renderer, settings, message_id=new_message_id(settings))
+                refused: PermanentSendError | None = None
+                try:
+                    message = build_message(outgoing, settings)
+                except PermanentSendError as error:  # an address no server would take: nothing is handed over
+                    refused = error
+                sending = _Sending(item=item, sequence=sequences.get(id_of(step), 0))
+                with writing:
+                    session.connection().execute(
+                        _INSERT_DELIVERY,
+                        {
+                            "plan_step_id": sending.step_id,
+                            "kind": DeliveryKind.EMAIL,
+                            "sequence": sending.sequence,
+                            "recipient": contact.email,
+                            "subject": outgoing.subject[:500],
+                            "language": language,
+                            "message_id": outgoing.message_id,
+                            "state": DeliveryState.SENDING,
+                            "smtp_response": None,
+                            "flow_run_id": flow_run_id,
+                            "created_at": clock(),
+                            "sent_at": None,
+                        },
+                    )
+                    if step.flow_run_id != flow_run_id:
+                        write_row(session, step, {"flow_run_id": flow_run_id})
+                    if refused is not None:
+                        _refused_for_good(finisher, outcome, sending, refused, now)
+                    # One commit: the previous message `sent` (with its step's completion) and this one `sending`.
+                    record_accepted()
+                    session.commit()
+                if refused is not None:
+                    continue
+                pause_here("before_send")
+                try:
+                    answer = sender.send(message)
+                except PermanentSendError as error:
+                    with writing:
+                        _refused_for_good(finisher, outcome, sending, error, now)
+                        session.commit()
+                    continue
+                except SendOutcomeUnknownError as error:
+                    # The message was handed over and the answer lost: it may have gone out. Never resend it on our
+                    # own; staff say (engage tasks resolve). The batch goes on over a new connection.
+                    with writing:
+                        _record_delivery(session, sending, DeliveryState.UNKNOWN, str(error))
+                        write_row(
+                            session,
+                            step,
+                            {
+                                "status": StepStatus.UNKNOWN,
+                                "last_error": str(error)[:2000],
+                                "lease_until": None,
+                                "claimed_by": None,
+                                "updated_at": now,
+                            },
+                        )
+                        outcome.unknown += 1
+                        session.commit()
+                    continue
+                except TransientSendError as error:
+                    with writing:
+                        _record_delivery(session, sending, DeliveryState.FAILED, error.response or str(error))
+                        write_row(session, step, {"last_error": str(error)[:2000]})
+                        session.commit()
+                    raise
+                pause_here("after_accept")
+                sending.answer, sending.sent_at = answer, clock()
+                accepted = sending
+            with writing:
+                record_accepted()
+                session.commit()
+        except BaseException:
+            # Whatever stops the batch, a message the server accepted is recorded `sent`, not left in doubt.
+            if accepted is not None:
+                session.rollback()
+                with writing:
+                    record_accepted()
+                    session.commit()
+            raise
     return outcome
+
+
+def _refused_for_good(
+    finisher: StepFinisher, outcome: BatchOutcome, sending: _Sending, error: PermanentSendError, now: datetime
+) -> None:
+    """The recipient or message is refused for good (5xx, or an address no server takes): fail the step."""
+    step = sending.item.step
+    _record_delivery(finisher.session, sending, DeliveryState.FAILED, error.response or str(error))
+    write_row(
+        finisher.session,
+        step,
+        {
+            "status": StepStatus.FAILED,
+            "retryable": False,
+            "last_error": str(error)[:2000],
+            "completed_at": now,
+            "lease_until": None,
+            "updated_at": now,
+        },
+    )
+    # A recipient the server refuses for good will not get this email: the next step (often the call) matters more
+    # now, so its dependents proceed.
+    released = finisher.release(step, now, force=True)
+    outcome.released.extend(_due_item(sending.item, s) for s in released)
+    outcome.failed += 1
 
 
 def open_work_items(
@@ -477,21 +645,26 @@ def open_work_items(
 ) -> BatchOutcome:
     """Due call and task steps become open work items for their assignee (a call gets its slot)."""
     outcome = BatchOutcome()
-    with db.session_scope(url) as session:
+    with _writing(db.get_engine(url)), db.session_scope(url) as session:
         items = _load(session, step_ids, claimant)
+        call_steps = [id_of(i.step) for i in items if i.step.kind == StepKind.CALL]
         # Calls usually got their slot when their step got its date; one placement covers those that did not.
-        calls.sync_calls(
-            session=session, now=now, step_ids=[id_of(i.step) for i in items if i.step.kind == StepKind.CALL]
+        calls.sync_calls(session=session, now=now, step_ids=call_steps)
+        placed = set(
+            session.exec(select(Call.plan_step_id).where(col(Call.plan_step_id).in_(call_steps))).all()
+            if call_steps
+            else ()
         )
+        finisher = StepFinisher(session=session, plans=[item.plan for item in items])
         for item in items:
             step = item.step
             if _cancel_if_plan_closed(session, item, now):
                 continue
             if step.kind == StepKind.CALL and item.contact.do_not_call:
-                _finish(session, outcome, step, StepStatus.SKIPPED, now, reason="contact asked not to be called")
+                _finish(finisher, outcome, item, StepStatus.SKIPPED, now, reason="contact asked not to be called")
                 outcome.skipped += 1
                 continue
-            if step.kind == StepKind.CALL:
+            if step.kind == StepKind.CALL and id_of(step) not in placed:
                 _create_call(session, item, now)
             step.status = StepStatus.OPEN
             step.lease_until = None
@@ -526,7 +699,7 @@ def mark_failed(
     They stay `retryable` and remember the run that failed them (``origin``, the run a person sees, else the
     ``claimant``), so retrying that run in the Prefect UI, or `engage retry --run`, runs exactly them again.
     """
-    with db.session_scope(url) as session:
+    with _writing(db.get_engine(url)), db.session_scope(url) as session:
         items = _load(session, step_ids, claimant)
         for item in items:
             item.step.status = StepStatus.FAILED

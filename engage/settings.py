@@ -105,6 +105,15 @@ class Settings(BaseSettings):
         default=None, description="Fixed delay between retries; default: exponential backoff from 10 seconds."
     )
     batch_size: int = Field(default=200, ge=1, description="Plan steps claimed and run together in one task.")
+    send_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description=(
+            "Batches one run-due-steps run sends at once, each over its own SMTP connection; a crash can leave at "
+            "most one email per connection in doubt (`unknown`)."
+        ),
+    )
     lease_seconds: int = Field(
         default=600, ge=10, description="How long a claim on a plan step holds before another run may take it."
     )

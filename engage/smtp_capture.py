@@ -29,6 +29,7 @@ class _Handler:
     outbox: Path | None
     refuse: Callable[[str], str | None] | None = None
     lose_answer: Callable[[str], bool] | None = None
+    keep: bool = True
     messages: list[CapturedMessage] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
@@ -49,7 +50,8 @@ class _Handler:
         with self.lock:
             self.counter += 1
             number = self.counter
-            self.messages.append(message)
+            if self.keep:
+                self.messages.append(message)
         if self.lose_answer is not None and any(self.lose_answer(r) for r in message.recipients):
             # Keep the message but hang up before answering: the client cannot know it went out.
             server.transport.close()  # type: ignore[union-attr]
@@ -71,6 +73,7 @@ class SmtpCapture:
 
     ``refuse`` may return an SMTP answer (e.g. ``"550 5.1.1 no such user"``) to refuse a recipient, for tests;
     ``lose_answer`` keeps a message for those recipients but hangs up before answering, as a crashing relay would.
+    ``keep_messages=False`` only counts what it accepts (``accepted``), so a long benchmark holds no message in memory.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class SmtpCapture:
         port: int = 0,
         refuse: Callable[[str], str | None] | None = None,
         lose_answer: Callable[[str], bool] | None = None,
+        keep_messages: bool = True,
     ) -> None:
         if outbox is not None:
             outbox.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,10 @@ class SmtpCapture:
             start = int(existing[-1].name.split("-", 1)[0]) if existing and existing[-1].name[:5].isdigit() else 0
         else:
             start = 0
-        self.handler = _Handler(outbox=outbox, refuse=refuse, lose_answer=lose_answer, counter=start)
+        self.handler = _Handler(
+            outbox=outbox, refuse=refuse, lose_answer=lose_answer, keep=keep_messages, counter=start
+        )
+        self._start_count = start
         self.host = host
         self._port = port
         self._controller: Controller | None = None
@@ -97,6 +104,12 @@ class SmtpCapture:
     def messages(self) -> list[CapturedMessage]:
         with self.handler.lock:
             return list(self.handler.messages)
+
+    @property
+    def accepted(self) -> int:
+        """How many messages this capture accepted since it started."""
+        with self.handler.lock:
+            return self.handler.counter - self._start_count
 
     @property
     def port(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime
 from uuid import uuid4
 
@@ -85,31 +86,39 @@ def run_due_steps(now: datetime | None = None, batch_size: int | None = None) ->
     report: list[dict[str, object]] = []
     failures: list[str] = []
     workshops: set[int | None] = set()
-    while claimed := claim_due_steps(now, claimant, batch_size or settings.batch_size, settings.lease_seconds):
-        futures: list[tuple[StepGroup, PrefectFuture[BatchOutcome]]] = []
-        for group in runner.group_claims(step_ids=claimed):
-            workshops.add(group.workshop_id)
-            batch_task = send if group.kind == StepKind.EMAIL else open_work_items
-            futures.append(
-                (group, batch_task.with_options(task_run_name=group.label).submit(group, claimant, now, flow_run_id))
-            )
-        for group, future in futures:
-            row: dict[str, object] = {"batch": group.label, "template": group.template_key}
-            try:
-                outcome = future.result()
-            except Exception as error:  # retries ran out: record it, go on with the other batches, fail at the end
-                reason = redact(str(error))
-                failed = runner.mark_failed(
-                    step_ids=group.step_ids, claimant=claimant, error=str(error), now=now, origin=flow_run_id
+    # Keep `send_concurrency` batches going at once (each task has its own SMTP connection and session): the next
+    # claim is taken while the others send, and results are collected oldest first.
+    in_flight: deque[tuple[StepGroup, PrefectFuture[BatchOutcome]]] = deque()
+    more = True
+    while more or in_flight:
+        while more and len(in_flight) < settings.send_concurrency:
+            claimed = claim_due_steps(now, claimant, batch_size or settings.batch_size, settings.lease_seconds)
+            more = bool(claimed)
+            for group in runner.group_claims(step_ids=claimed):
+                workshops.add(group.workshop_id)
+                batch_task = (send if group.kind == StepKind.EMAIL else open_work_items).with_options(
+                    task_run_name=group.label
                 )
-                totals.failed += failed
-                failures.append(f"{group.label}: {failed} steps failed: {reason}")
-                report.append(row | {"failed": failed, "error": reason})
-                logger.error("%s: %s steps failed after retries: %s", group.label, failed, reason)
-                continue
-            totals.add(outcome)
-            report.append(row | outcome.as_dict())
-            logger.info("%s: %s", group.label, outcome.as_dict())
+                in_flight.append((group, batch_task.submit(group, claimant, now, flow_run_id)))
+        if not in_flight:
+            break
+        group, future = in_flight.popleft()
+        row: dict[str, object] = {"batch": group.label, "template": group.template_key}
+        try:
+            outcome = future.result()
+        except Exception as error:  # retries ran out: record it, go on with the other batches, fail at the end
+            reason = redact(str(error))
+            failed = runner.mark_failed(
+                step_ids=group.step_ids, claimant=claimant, error=str(error), now=now, origin=flow_run_id
+            )
+            totals.failed += failed
+            failures.append(f"{group.label}: {failed} steps failed: {reason}")
+            report.append(row | {"failed": failed, "error": reason})
+            logger.error("%s: %s steps failed after retries: %s", group.label, failed, reason)
+            continue
+        totals.add(outcome)
+        report.append(row | outcome.as_dict())
+        logger.info("%s: %s", group.label, outcome.as_dict())
     # Calls released by this run get their slot and their invite now, days before they are due.
     tell_calendars(now, flow_run_id)
     scheduled = schedule_due_runs(totals.released)

@@ -194,3 +194,97 @@ def test_task_lists_leave_out_waiting_steps_and_flag_overdue(session: Session) -
     assert len(overdue) == 1 and overdue[0].overdue
     with pytest.raises(EngageError, match="status"):
         plans.list_tasks(session=session, now=later, statuses=["sleeping"])
+
+
+# --- many plans at once -----------------------------------------------------------------------------------------
+
+_COMPARED = (
+    "step_key",
+    "name",
+    "kind",
+    "position",
+    "days_after",
+    "priority",
+    "status",
+    "due_at",
+    "released_at",
+    "assignee_id",
+    "assignee_fallback",
+    "template_step_id",
+    "created_at",
+    "updated_at",
+)
+
+
+def _shape(session: Session, plan_id: int) -> list[tuple[object, ...]]:
+    """A plan's steps without ids, with each dependency named by its parent's key."""
+    steps = plans.plan_steps(session=session, plan_id=plan_id)
+    keys = {s.id: s.step_key for s in steps}
+    return [tuple(getattr(s, name) for name in _COMPARED) + (keys.get(s.depends_on_step_id),) for s in steps]
+
+
+@pytest.mark.parametrize("template_key", ["volunteer-followup", "donor-followup"])
+def test_applying_templates_in_bulk_makes_the_plans_one_by_one_would(session: Session, template_key: str) -> None:
+    applier, owner = create_staff(session), create_staff(session)
+    template = current_template(session=session, key=template_key)
+    workshop, _ = plans.get_or_create_workshop(session=session, name="Atelier Lyon", on=WORKSHOP_DAY)
+    one, many = create_contact(session, owner_id=owner.id), [create_contact(session, owner_id=owner.id)]
+    many += [create_contact(session), create_contact(session)]
+    common = {
+        "enrollment_key": workshop.enrollment_key,
+        "started_on": WORKSHOP_DAY,
+        "applied_by": applier,
+        "workshop_id": workshop.id,
+        "now": ENROLLED_AT,
+    }
+    single, _ = plans.apply_template(session=session, template=template, contact=one, **common)
+    applied = plans.apply_templates(session=session, requests=[(c, template) for c in many], **common)
+
+    assert [(p.contact_id, p.created) for p in applied] == [(c.id, True) for c in many]
+    assert _shape(session, applied[0].plan_id) == _shape(session, single.id or 0)
+    for result in applied:
+        plan = session.get(Plan, result.plan_id)
+        assert plan is not None
+        assert (plan.template_id, plan.workshop_id, plan.applied_by_id, plan.status) == (
+            single.template_id,
+            single.workshop_id,
+            single.applied_by_id,
+            PlanStatus.ACTIVE,
+        )
+        scheduled = [s for s in plans.plan_steps(session=session, plan_id=result.plan_id) if s.due_at is not None]
+        assert [(s.key, s.name, s.due_at) for s in result.scheduled] == [
+            (s.step_key, s.name, s.due_at) for s in scheduled
+        ]
+    # the contacts without an owner fall back to the applier wherever the rule names the owner, as one by one
+    assert _shape(session, applied[1].plan_id) == _shape(session, applied[2].plan_id)
+
+    again = plans.apply_templates(session=session, requests=[(c, template) for c in [one, *many]], **common)
+    assert [(p.plan_id, p.created, p.scheduled) for p in again] == [(single.id, False, ())] + [
+        (p.plan_id, False, ()) for p in applied
+    ]
+    assert len(session.exec(select(Plan)).all()) == 4
+
+
+def test_the_step_finisher_releases_and_completes_as_finish_step_does(session: Session) -> None:
+    plan, steps = apply_volunteer_plan(session)
+    finisher = plans.StepFinisher(session=session, plans=[plan])
+    late = datetime(2026, 12, 2, 15, 30, tzinfo=UTC)
+    released = finisher.finish(steps[0], StepStatus.DONE, late)
+    assert [(s.step_key, s.status, s.due_at) for s in released] == [
+        ("resource-pack", StepStatus.SCHEDULED, at_nine_paris(date(2026, 12, 8)))
+    ]
+    session.refresh(steps[1])
+    assert steps[1].status == StepStatus.SCHEDULED and steps[1].due_at == at_nine_paris(date(2026, 12, 8))
+    # a step someone else skipped meanwhile is left as they left it
+    session.execute(
+        PlanStep.__table__.update().where(PlanStep.__table__.c.id == steps[2].id).values(status=StepStatus.SKIPPED)
+    )
+    assert finisher.finish(steps[1], StepStatus.DONE, late) == []
+    for step in steps[2:]:
+        session.refresh(step)
+    steps[3].status = StepStatus.SCHEDULED
+    finisher = plans.StepFinisher(session=session, plans=[plan])
+    finisher.finish(steps[3], StepStatus.DONE, late, outcome="reached")
+    session.commit()
+    session.refresh(plan)
+    assert plan.status == PlanStatus.COMPLETED and plan.completed_at == late

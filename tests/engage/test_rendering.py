@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from engage import rendering
 from engage.plan_templates import load_template
 from engage.rendering import (
     EmailRenderer,
@@ -225,3 +226,47 @@ def test_variables_say_their_names() -> None:
     assert list(group) == ["first_name"] and len(group) == 1 and group.names() == ["first_name"]
     with pytest.raises(AttributeError):
         _ = group.last_name
+
+
+# --- one email for many contacts -----------------------------------------------------------------------------------
+
+PEOPLE = [
+    {"first_name": "Hélène", "last_name": "Lefèvre"},
+    {"first_name": None, "last_name": "O'Connor"},
+    {"first_name": "Zoë & Léa", "last_name": "<b>Dupont</b>"},
+    {"first_name": 'Jean "JJ"', "last_name": "d'Arc"},
+    {"first_name": None, "last_name": None},
+    {"first_name": "Jean  Pierre", "last_name": "Martin"},  # a run of spaces: the subject would collapse it
+    {"first_name": "A\u00a0B", "last_name": "C"},
+    {"first_name": "Ünïcödé 名前", "last_name": "Ø"},
+]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", sorted(EMAILS))
+def test_an_email_rendered_for_many_contacts_is_byte_for_byte_the_one_rendered_alone(name: str, language: str) -> None:
+    fast = EmailRenderer(REPO / "email_templates", ["fr", "en"])
+    for with_workshop in (True, False):
+        for number, person in enumerate(PEOPLE):
+            context = context_for(name, language, email=f"person.{number}@example.org", **person)
+            context["unsubscribe_url"] = f'http://127.0.0.1:8025/u/{number}.c2ln&x="y"'
+            if not with_workshop:
+                context["workshop"] = Variables("workshop", {"name": "", "date": None, "date_text": "", "place": ""})
+            assert fast.render_contact(name, language, context) == renderer().render(name, language, context)
+    # the first people of each shape built a frame that passed its probe; the others were filled in
+    assert fast._frames and all(frame is not rendering._NO_FRAME for frame in fast._frames.values())
+
+
+def test_a_template_that_does_more_than_print_a_contact_value_is_rendered_for_each_contact(emails: Path) -> None:
+    body = emails / "volunteer/survey/en/body.html"
+    source = body.read_text(encoding="utf-8")
+    body.write_text(source.replace("{{ contact.first_name }}", "{{ contact.first_name|upper }}"), "utf-8")
+    fast = EmailRenderer(emails, ["en"])
+    for first_name in ("Zoë", "Léa"):
+        context = _context()
+        contact = context["contact"]
+        context["contact"] = Variables("contact", {**{key: contact[key] for key in contact}, "first_name": first_name})
+        rendered = fast.render_contact("volunteer/survey", "en", context)
+        assert rendered == fast.render("volunteer/survey", "en", context)
+        assert f"Hello {first_name.upper()}," in (rendered.html or "")
+    assert not fast._frames

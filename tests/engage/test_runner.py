@@ -229,3 +229,67 @@ def test_a_claim_takes_no_more_than_its_limit(session: Session) -> None:
     enroll(session, 30)
     assert len(runner.claim_due_steps(now=MONDAY_9, claimant="a", limit=2, lease_seconds=60)) == 2
     assert len(runner.claim_due_steps(now=MONDAY_9, claimant="b", limit=5, lease_seconds=60)) == 5
+
+
+def test_batches_sent_at_once_send_each_email_once(session: Session, smtp_sink: SmtpCapture) -> None:
+    """Four batches on four threads, each with its own connection, as run-due-steps runs them."""
+    enroll(session, 40)
+    claims = [runner.claim_due_steps(now=MONDAY_9, claimant="run", limit=10, lease_seconds=600) for _ in range(4)]
+    outcomes: list[runner.BatchOutcome] = []
+    threads = [
+        threading.Thread(
+            target=lambda ids=ids: outcomes.append(runner.send_email_batch(step_ids=ids, claimant="run", now=MONDAY_9))
+        )
+        for ids in claims
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(o.sent for o in outcomes) == [10, 10, 10, 10]
+    recipients = [m["To"] for m in parsed(smtp_sink)]
+    assert len(recipients) == len(set(recipients)) == 40
+    states = session.exec(select(Delivery.state, PlanStep.status).join(PlanStep)).all()
+    assert set(states) == {(DeliveryState.SENT, StepStatus.DONE)} and len(states) == 40
+    released = session.exec(select(PlanStep).where(PlanStep.step_key == "resource-pack")).all()
+    assert {s.status for s in released} == {StepStatus.SCHEDULED}
+
+
+def test_an_accepted_email_is_recorded_sent_when_the_next_one_cannot_be_rendered(
+    session: Session, smtp_sink: SmtpCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `sent` of a message rides with the next message's commit; a failure before that commit keeps it."""
+    from engage.rendering import EmailRenderer, RenderError
+
+    enroll(session, 3)
+    render = EmailRenderer.render_contact
+    calls: list[int] = []
+
+    def render_twice(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise RenderError("broken template")
+        return render(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmailRenderer, "render_contact", render_twice)
+    claimed = runner.claim_due_steps(now=MONDAY_9, claimant="run", limit=10, lease_seconds=600)
+    with pytest.raises(RenderError):
+        runner.send_email_batch(step_ids=claimed, claimant="run", now=MONDAY_9)
+    assert len(smtp_sink.messages) == 1
+    deliveries = session.exec(select(Delivery.state, PlanStep.status).join(PlanStep)).all()
+    assert deliveries == [(DeliveryState.SENT, StepStatus.DONE)]
+    dependent = session.exec(select(PlanStep).where(PlanStep.step_key == "resource-pack").order_by(PlanStep.id)).first()
+    assert dependent is not None and dependent.status == StepStatus.SCHEDULED
+
+
+def test_a_long_refusal_is_stored_cut_to_the_column(session: Session, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from engage.settings import get_settings
+
+    enroll(session, 1)
+    with SmtpCapture(tmp_path / "outbox", refuse=lambda _: "550 5.1.1 " + "no such mailbox " * 100) as capture:
+        monkeypatch.setenv("ENGAGE_SMTP_PORT", str(capture.port))
+        get_settings.cache_clear()
+        outcome = run_all_due(MONDAY_9)
+    assert outcome.failed == 1
+    delivery = session.exec(select(Delivery)).one()
+    assert delivery.state == DeliveryState.FAILED and len(delivery.smtp_response or "") == 1000

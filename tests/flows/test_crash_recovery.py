@@ -74,6 +74,8 @@ def test_a_run_killed_mid_batch_loses_nothing_and_sends_nothing_twice(
         "ENGAGE_INBOX_DIR": str(inbox),
         "ENGAGE_SMTP_PORT": str(sink.port),
         "ENGAGE_BATCH_SIZE": "50",
+        # One batch at a time, so one SMTP connection: the kill leaves exactly one send in doubt, or none.
+        "ENGAGE_SEND_CONCURRENCY": "1",
         "ENGAGE_LEASE_SECONDS": "30",
         "ENGAGE_RETRY_DELAY_SECONDS": "1",
         "ENGAGE_FAULT_DIR": str(tmp_path),
