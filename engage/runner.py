@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, bindparam, insert, or_, update
+from sqlalchemy import Engine, and_, bindparam, insert, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel, col, func, select
 
@@ -196,19 +196,25 @@ def claim_due_steps(
     """
     with _writing(db.get_engine(url)), db.session_scope(url) as session:
         recover_expired_claims(session=session, now=now)
-        due = or_(
-            and_(col(PlanStep.status) == StepStatus.SCHEDULED, col(PlanStep.due_at) <= now),
+        # Expired claims first, then due steps, each in due order: two queries, because one with an OR of the two
+        # cannot walk the (status, due_at) index, and would sort every due step of the ledger for each claim.
+        ids: list[int] = []
+        for condition in (
             and_(col(PlanStep.status) == StepStatus.RUNNING, col(PlanStep.lease_until) < now),
-        )
-        ids = list(
-            session.exec(
-                select(PlanStep.id)
-                .where(due)
-                .order_by(col(PlanStep.due_at), col(PlanStep.id))
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
+            and_(col(PlanStep.status) == StepStatus.SCHEDULED, col(PlanStep.due_at) <= now),
+        ):
+            if len(ids) < limit:
+                ids += (
+                    step_id
+                    for step_id in session.exec(
+                        select(col(PlanStep.id))
+                        .where(condition)
+                        .order_by(col(PlanStep.due_at), col(PlanStep.id))
+                        .limit(limit - len(ids))
+                        .with_for_update(skip_locked=True)
+                    )
+                    if step_id is not None
+                )
         if not ids:
             return []
         session.execute(
@@ -222,7 +228,7 @@ def claim_due_steps(
                 updated_at=now,
             )
         )
-        return sorted(int(step_id) for step_id in ids if step_id is not None)
+        return sorted(ids)
 
 
 def group_claims(*, step_ids: Iterable[int], url: str | None = None) -> list[StepGroup]:
@@ -656,6 +662,7 @@ def open_work_items(
             else ()
         )
         finisher = StepFinisher(session=session, plans=[item.plan for item in items])
+        opened: list[int] = []
         for item in items:
             step = item.step
             if _cancel_if_plan_closed(session, item, now):
@@ -666,13 +673,18 @@ def open_work_items(
                 continue
             if step.kind == StepKind.CALL and id_of(step) not in placed:
                 _create_call(session, item, now)
-            step.status = StepStatus.OPEN
-            step.lease_until = None
-            step.claimed_by = None
-            step.flow_run_id = flow_run_id
-            step.updated_at = now
-            session.add(step)
-            outcome.opened += 1
+            opened.append(id_of(step))
+        if opened:
+            # One statement for the batch: the same values for every step that opens.
+            values = {
+                "status": StepStatus.OPEN,
+                "lease_until": None,
+                "claimed_by": None,
+                "flow_run_id": flow_run_id,
+                "updated_at": now,
+            }
+            session.connection().execute(update(PlanStep).where(col(PlanStep.id).in_(opened)).values(**values))
+            outcome.opened += len(opened)
     return outcome
 
 
