@@ -276,21 +276,24 @@ def _ledger_counts() -> dict[str, int]:
 
 
 class _Stopwatch:
-    """Wall time spent inside a function, summed over its calls (made one at a time)."""
+    """Wall time spent inside a function, summed over its calls (made one at a time), and how far it raised the peak
+    RSS of the process."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.raised_peak_mb = 0.0
 
     def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
         import functools
 
         @functools.wraps(function)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, peak = time.perf_counter(), peak_rss_mb()
             try:
                 return function(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - started
+                self.raised_peak_mb += peak_rss_mb() - peak
 
         return timed
 
@@ -364,6 +367,7 @@ def engage_phase(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "seconds": seconds,
         "invite_pass_seconds": round(invite_pass.seconds, 2),
+        "invite_pass_raised_peak_rss_mb": round(invite_pass.raised_peak_mb, 1),
         "phases": phases,
         "ledger": _ledger_counts(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -691,7 +695,8 @@ def run(args: argparse.Namespace) -> None:
     bare_emails = (bare_count - sample) / (bare_seconds - bare_invite_seconds)
     out.write(
         f"  of which the pass placing calls and sending their invites to staff: {invite_pass:.1f} s "
-        f"({invite_pass / max(invites, 1) * 1000:.2f} ms an invite); the rest: {engage_emails:.1f} contact emails/s\n"
+        f"({invite_pass / max(invites, 1) * 1000:.2f} ms an invite; it raised the peak RSS by "
+        f"{engage['invite_pass_raised_peak_rss_mb']} MB); the rest: {engage_emails:.1f} contact emails/s\n"
     )
     out.write(
         f"bare:  {bare_count} messages in {bare_seconds:.1f} s: {bare:.1f} messages/s "
@@ -722,6 +727,7 @@ def run(args: argparse.Namespace) -> None:
                 "backend": "postgresql" if args.database_url else "sqlite",
                 "cpu_seconds": engage["cpu_seconds"],
                 "invite_pass_seconds": invite_pass,
+                "invite_pass_raised_peak_rss_mb": engage["invite_pass_raised_peak_rss_mb"],
                 "contact_emails_ratio": round(engage_emails / bare_emails, 3),
                 "phases": engage["phases"],
             }
