@@ -3,13 +3,14 @@
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/plan_throughput.py [--attendees 10000] [--concurrency K] [--database-url URL]
+        [--workshop-size 1000] [--batch-size N] [--baseline-attendees 10000] [--profile FILE]
 
 N attendees (in workshops of ``--workshop-size``, each enrolled by its own staff member, as a federation's local
-groups would) go through the volunteer plan with a simulated clock: the enroll flow on the evening of the workshop,
-then the run-due-steps flow at each due time (days 1, 7, 14 and 30), until every plan's call step is open. Each
-attendee gets three emails; each call step, when it gets its date (day 14), also sends its assignee a calendar
-invite. All of them count as messages, and the two baselines send the same ones (the same templates for the same
-people, the invites built by the same code), against the same sink:
+groups would, so that each calendar has room for its calls) go through the volunteer plan with a simulated clock:
+the enroll flow on the evening of the workshop, then the run-due-steps flow at each due time, until every plan's
+call step is open. Each attendee gets three emails; each call step, when it gets its date (with the third email),
+also sends its assignee a calendar invite. All of them count as messages, and the two baselines send the same ones
+(the same templates for the same people, the invites built by the same code), against the same sink:
 
 - **bare**: a plain loop that renders and builds each message with Engage's own code and sends it over one smtplib
   connection (no ledger, no Prefect);
@@ -17,9 +18,10 @@ people, the invites built by the same code), against the same sink:
 
 The SMTP sink runs in a process of its own and only counts what it accepts. The Engage phase runs in a process of
 its own too (with a fresh SQLite ledger in a temporary folder, or a throwaway database created on the PostgreSQL
-server of ``--database-url``), so its peak RSS compares across N; Prefect's temporary server starts, and its flows
-are warmed up, before the clock starts. Baselines take at most ``--baseline-attendees`` attendees (a plain loop's rate
-does not depend on N). The last line printed is one JSON object.
+server of ``--database-url``), so its peak RSS compares across N; a first flow run starts Prefect's temporary server
+before the clock starts. The pass that places calls and sends their invites is also timed on its own. Baselines take
+at most ``--baseline-attendees`` attendees (a plain loop's rate does not depend on N). The last line printed is one
+JSON object.
 """
 
 from __future__ import annotations
@@ -222,10 +224,10 @@ class _Profiles:
         from engage import invites, runner
         from flows import enroll as enroll_flow
 
-        runner.send_email_batch = self.wrap(runner.send_email_batch)  # type: ignore[assignment]
-        runner.open_work_items = self.wrap(runner.open_work_items)  # type: ignore[assignment]
-        invites.send_pending_invites = self.wrap(invites.send_pending_invites)  # type: ignore[assignment]
-        enroll_flow.enroll_attendees = self.wrap(enroll_flow.enroll_attendees)  # type: ignore[assignment]
+        runner.send_email_batch = self.wrap(runner.send_email_batch)
+        runner.open_work_items = self.wrap(runner.open_work_items)
+        invites.send_pending_invites = self.wrap(invites.send_pending_invites)
+        enroll_flow.enroll_attendees = self.wrap(enroll_flow.enroll_attendees)
         self._main.enable()
 
     def report(self, path: str, lines: int = 40) -> str:
