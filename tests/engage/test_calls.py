@@ -146,3 +146,42 @@ def test_a_due_call_without_a_slot_gets_one_from_now_when_it_opens(session: Sess
     assert call.slot_start == CALL_DUE + timedelta(hours=2, minutes=15)  # the next quarter hour, not in the past
     opened = session.get(PlanStep, step.id)
     assert opened is not None and opened.status == StepStatus.OPEN
+
+
+def test_a_sync_in_small_chunks_gives_the_slots_of_one_big_chunk(session: Session) -> None:
+    camille, jeanne, lucie = (staff_member(session, f"{n}@nmh.example.org", name=n) for n in ("c", "j", "l"))
+    steps = release_calls(session, enroll(session, 5, applier=camille))
+    steps += release_calls(session, enroll(session, 4, applier=jeanne, workshop="Atelier Villeurbanne"))
+
+    def sync_and_rollback(now: datetime, chunk: int) -> tuple[dict[str, int], list[tuple[object, ...]]]:
+        with Session(db.get_engine()) as work:
+            held = work.get(PlanStep, steps[0].id)  # an object of the caller's stays in the caller's session
+            synced = calls.sync_calls(session=work, now=now, chunk=chunk)
+            assert held in work
+            if chunk < 9:  # what the chunks loaded was let go of: at most the plans' templates are left
+                assert {type(obj).__name__ for obj in work if obj is not held} <= {"PlanTemplate"}
+            found = sorted(
+                (c.plan_step_id, c.assignee_id, c.slot_start, c.slot_end, c.cancelled_at, c.sequence)
+                for c in work.exec(select(Call))
+            )
+            work.rollback()
+        return synced.as_dict(), found
+
+    first = datetime(2026, 12, 7, 8, tzinfo=UTC)
+    assert sync_and_rollback(first, chunk=3) == sync_and_rollback(first, chunk=500)
+    sync(first)
+    # Calls move between assignees and days, one plan closes and new calls arrive: slots freed and taken in chunks.
+    now = datetime(2026, 12, 10, 9, tzinfo=UTC)
+    with db.session_scope() as work:
+        for step in steps[:3]:
+            plans.reassign_task(session=work, step_id=step.id or 0, email=lucie.email, now=now)
+        plans.reassign_task(session=work, step_id=steps[7].id or 0, email="c@nmh.example.org", now=now)
+        plans.reschedule_task(session=work, step_id=steps[5].id or 0, on=date(2026, 12, 28), now=now)
+        plans.cancel_plan(session=work, plan_id=steps[4].plan_id, reason="moved away", now=now)
+    release_calls(session, enroll(session, 4, applier=lucie, workshop="Atelier Bron"))
+    small, big = sync_and_rollback(now, chunk=3), sync_and_rollback(now, chunk=500)
+    assert small == big
+    assert small[0] == {"created": 4, "moved": 5, "cancelled": 1, "completed": 0}
+    # The slots the moved and cancelled calls leave are free again: Camille's new call takes her first one.
+    moved_to_camille = next(found for found in small[1] if found[0] == steps[7].id)
+    assert moved_to_camille[1:3] == (camille.id, CALL_DUE)
