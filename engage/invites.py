@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
+from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from icalendar import Alarm, Calendar, Event, vCalAddress, vText
-from sqlalchemy import delete, update
+from sqlalchemy import and_, bindparam, delete, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -31,9 +32,11 @@ from sqlmodel import Session, col, select
 from engage import db
 from engage.mailer import (
     PermanentSendError,
+    PreparedMessage,
     SendOutcomeUnknownError,
     SmtpSender,
     TransientSendError,
+    build_calendar_message,
     new_message_id,
 )
 from engage.plans import template_spec
@@ -62,8 +65,10 @@ __all__ = [
     "InviteMessage",
     "InviteOutcome",
     "SentInvite",
+    "build_invite",
     "describe_call",
     "invite_calendar",
+    "invite_calendar_bytes",
     "invite_email",
     "load_briefs",
     "messages_due",
@@ -373,7 +378,7 @@ def _address(email: str, name: str | None) -> vCalAddress:
     return address
 
 
-def invite_calendar(
+def _invite_event(
     brief: CallBrief,
     message: InviteMessage,
     recipient: Person,
@@ -382,17 +387,11 @@ def invite_calendar(
     organiser_email: str,
     organiser_name: str,
     reminder_minutes: int,
-) -> Calendar:
-    """The iCalendar object of one invite: METHOD REQUEST or CANCEL, in the recipient's time zone (with VTIMEZONE)."""
-    language = _language(recipient)
-    words = _WORDS[language]
+) -> Event:
+    """The VEVENT of one invite, in the recipient's time zone and language."""
+    words = _WORDS[_language(recipient)]
     cancel = message.method == "CANCEL"
     zone = ZoneInfo(recipient.timezone)
-    calendar = Calendar()
-    calendar.add("prodid", PRODID)
-    calendar.add("version", "2.0")
-    calendar.add("calscale", "GREGORIAN")
-    calendar.add("method", message.method)
     event = Event()
     event.add("uid", brief.uid)
     event.add("sequence", message.sequence)
@@ -420,11 +419,104 @@ def invite_calendar(
         alarm.add("trigger", timedelta(minutes=-reminder_minutes))
         alarm.add("description", words["reminder"].format(name=brief.contact_name, minutes=reminder_minutes))
         event.add_component(alarm)
-    calendar.add_component(event)
-    # The zone's rules around the call are enough for any calendar, and keep the invite small.
-    year = brief.slot_start.year
-    calendar.add_missing_timezones(first_date=date(year - 1, 1, 1), last_date=date(year + 2, 1, 1))
+    return event
+
+
+def _empty_calendar(method: str) -> Calendar:
+    calendar = Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add("method", method)
     return calendar
+
+
+def _timezone_years(slot_start: datetime) -> tuple[date, date]:
+    # The zone's rules around the call are enough for any calendar, and keep the invite small.
+    return date(slot_start.year - 1, 1, 1), date(slot_start.year + 2, 1, 1)
+
+
+def invite_calendar(
+    brief: CallBrief,
+    message: InviteMessage,
+    recipient: Person,
+    *,
+    now: datetime,
+    organiser_email: str,
+    organiser_name: str,
+    reminder_minutes: int,
+) -> Calendar:
+    """The iCalendar object of one invite: METHOD REQUEST or CANCEL, in the recipient's time zone (with VTIMEZONE)."""
+    calendar = _empty_calendar(message.method)
+    calendar.add_component(
+        _invite_event(
+            brief,
+            message,
+            recipient,
+            now=now,
+            organiser_email=organiser_email,
+            organiser_name=organiser_name,
+            reminder_minutes=reminder_minutes,
+        )
+    )
+    first, last = _timezone_years(brief.slot_start)
+    calendar.add_missing_timezones(first_date=first, last_date=last)
+    return calendar
+
+
+# --- The same invite, built once per frame ----------------------------------------------------------------------
+# What :func:`invite_calendar` and :func:`invite_email` make, byte for byte in the calendar and part for part in the
+# message (tests compare the two), without what costs the most and never changes between invites: the VTIMEZONE of
+# a zone (the same for every call of the same years) and the standard library's message objects.
+
+
+@lru_cache(maxsize=16)
+def _calendar_head(method: str) -> bytes:
+    """`BEGIN:VCALENDAR` and the calendar's own properties, as icalendar writes them."""
+    written = _empty_calendar(method).to_ical()
+    end = b"END:VCALENDAR\r\n"
+    assert written.endswith(end)
+    return written[: -len(end)]
+
+
+@lru_cache(maxsize=64)
+def _timezone_block(zone: str, first: date, last: date) -> bytes:
+    """The VTIMEZONE components icalendar adds for an event in ``zone`` (none for UTC), for these years."""
+    probe = Calendar()
+    event = Event()
+    event.add("dtstart", datetime.combine(first, datetime.min.time(), ZoneInfo(zone)))
+    probe.add_component(event)
+    probe.add_missing_timezones(first_date=first, last_date=last)
+    return b"".join(component.to_ical() for component in probe.walk("VTIMEZONE"))
+
+
+def invite_calendar_bytes(
+    brief: CallBrief,
+    message: InviteMessage,
+    recipient: Person,
+    *,
+    now: datetime,
+    organiser_email: str,
+    organiser_name: str,
+    reminder_minutes: int,
+) -> bytes:
+    """``invite_calendar(...).to_ical()``, with the calendar's head and the zone's VTIMEZONE built once."""
+    event = _invite_event(
+        brief,
+        message,
+        recipient,
+        now=now,
+        organiser_email=organiser_email,
+        organiser_name=organiser_name,
+        reminder_minutes=reminder_minutes,
+    )
+    first, last = _timezone_years(brief.slot_start)
+    return (
+        _calendar_head(message.method)
+        + _timezone_block(recipient.timezone, first, last)
+        + event.to_ical()
+        + b"END:VCALENDAR\r\n"
+    )
 
 
 def invite_subject(brief: CallBrief, message: InviteMessage, recipient: Person) -> str:
@@ -441,6 +533,15 @@ def invite_subject(brief: CallBrief, message: InviteMessage, recipient: Person) 
         )
     when = _moment(brief.slot_start, recipient, language)
     return f"{prefix}{call} {brief.contact_name} · {brief.step_name} · {when}"
+
+
+def _invite_text(brief: CallBrief, message: InviteMessage, recipient: Person) -> str:
+    """The readable part of an invite: when (unless the call left this calendar for someone else's), then the brief."""
+    cancel = message.method == "CANCEL"
+    description = describe_call(brief, recipient, cancelled=cancel)
+    if not _reassigned_away(brief, recipient, cancel):
+        description = f"{_moment(brief.slot_start, recipient, _language(recipient))}\n\n{description}"
+    return description
 
 
 def invite_email(
@@ -462,20 +563,15 @@ def invite_email(
         organiser_name=settings.organisation_name,
         reminder_minutes=settings.call_reminder_minutes,
     )
-    cancel = message.method == "CANCEL"
     email = EmailMessage()
     email["From"] = formataddr((settings.organisation_name, settings.smtp_from or settings.organisation_email))
     email["To"] = formataddr((recipient.name, recipient.email))
     email["Subject"] = invite_subject(brief, message, recipient)
     email["Date"] = format_datetime(now)
     email["Message-ID"] = message_id
-    email["Content-Language"] = _language(recipient)
     # Automatic mail: out-of-office replies and the like should not answer it (RFC 3834).
     email["Auto-Submitted"] = "auto-generated"
-    description = describe_call(brief, recipient, cancelled=cancel)
-    if not _reassigned_away(brief, recipient, cancel):
-        description = f"{_moment(brief.slot_start, recipient, _language(recipient))}\n\n{description}"
-    email.set_content(description, cte="quoted-printable")
+    email.set_content(_invite_text(brief, message, recipient), cte="quoted-printable")
     # base64 keeps the calendar's CRLF line ends and folded lines exactly as written.
     email.add_alternative(
         calendar.to_ical(),
@@ -484,7 +580,42 @@ def invite_email(
         cte="base64",
         params={"method": message.method, "charset": "utf-8"},
     )
+    # After the content: setting the content clears every Content-* header.
+    email["Content-Language"] = _language(recipient)
     return email
+
+
+def build_invite(
+    brief: CallBrief,
+    message: InviteMessage,
+    recipient: Person,
+    *,
+    now: datetime,
+    settings: Settings,
+    message_id: str,
+) -> PreparedMessage:
+    """What :func:`invite_email` makes, ready to send, built directly (the runner's way: about five times faster)."""
+    calendar = invite_calendar_bytes(
+        brief,
+        message,
+        recipient,
+        now=now,
+        organiser_email=settings.organisation_email,
+        organiser_name=settings.organisation_name,
+        reminder_minutes=settings.call_reminder_minutes,
+    )
+    return build_calendar_message(
+        to=recipient.email,
+        to_name=recipient.name,
+        subject=invite_subject(brief, message, recipient),
+        message_id=message_id,
+        language=_language(recipient),
+        text=_invite_text(brief, message, recipient),
+        calendar=calendar,
+        method=message.method,
+        settings=settings,
+        now=now,
+    )
 
 
 # --- Reading the ledger --------------------------------------------------------------------------------------------
@@ -666,6 +797,67 @@ def send_pending_invites(
     return outcome
 
 
+# Built once: the pass writes these for every invite, and building a statement costs more than executing it.
+_DELIVERY = Delivery.__table__  # type: ignore[attr-defined]
+_CALL = Call.__table__  # type: ignore[attr-defined]
+_INSERT_DELIVERY = insert(_DELIVERY)
+_DELIVERY_KEY = and_(
+    _DELIVERY.c.plan_step_id == bindparam("where_step"),
+    _DELIVERY.c.kind == bindparam("where_kind"),
+    _DELIVERY.c.sequence == bindparam("where_sequence"),
+)
+_SET_DELIVERY = (
+    update(_DELIVERY)
+    .where(_DELIVERY_KEY)
+    .values(state=bindparam("set_state"), smtp_response=bindparam("set_response"), sent_at=bindparam("set_sent_at"))
+)
+_FORGET_DELIVERY = delete(_DELIVERY).where(_DELIVERY_KEY)
+# Only if nothing changed the call meanwhile: a change made during the pass stays pending.
+_CALL_TOLD = (
+    update(_CALL)
+    .where(_CALL.c.id == bindparam("where_call"), _CALL.c.sequence == bindparam("where_sequence"))
+    .values(invite_pending=False)
+)
+
+
+@dataclass
+class _Ledger:
+    """The pass's writes: each message is recorded `sending` in the same commit that records the one before it.
+
+    ``later`` holds the writes that follow a message the server accepted (it is `sent`; its call, when that was its
+    last message, is told); they go with the next commit, so the pass commits once a message. A crash before that
+    commit leaves the accepted message `sending`, and it becomes `unknown` (never resent) when its lease is over.
+    """
+
+    session: Session
+    later: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+
+    def _write_later(self) -> None:
+        connection = self.session.connection()
+        for statement, parameters in self.later:
+            connection.execute(statement, parameters)
+
+    def commit(self, *writes: tuple[Any, dict[str, Any]]) -> None:
+        """Commit ``writes`` with the writes waiting; on a unique conflict, commit the waiting ones alone and raise."""
+        self._write_later()
+        connection = self.session.connection()
+        try:
+            for statement, parameters in writes:
+                connection.execute(statement, parameters)
+            self.session.commit()
+        except IntegrityError:
+            self.session.rollback()
+            self._write_later()
+            self.session.commit()
+            self.later.clear()
+            raise
+        self.later.clear()
+
+
+def _delivery_key(step_id: int, message: InviteMessage) -> dict[str, Any]:
+    return {"where_step": step_id, "where_kind": message.kind, "where_sequence": message.sequence}
+
+
 def _send_batch(
     session: Session,
     sender: SmtpSender,
@@ -695,20 +887,24 @@ def _send_batch(
         for staff in session.exec(select(Staff).where(col(Staff.email).in_(sorted(recipients))))
     }
     session.commit()
-    for call_id, (messages, sequence) in plans.items():
-        brief = briefs[call_id]
-        outcome.calls += 1
-        done = _send_call(
-            session, sender, brief, messages, sequence, people, now, settings, flow_run_id, clock, outcome
-        )
-        if done:
-            # Only if nothing changed the call meanwhile: a change made during the pass stays pending.
-            session.execute(
-                update(Call).where(col(Call.id) == call_id, col(Call.sequence) == sequence).values(invite_pending=False)
+    ledger = _Ledger(session)
+    try:
+        for call_id, (messages, sequence) in plans.items():
+            brief = briefs[call_id]
+            outcome.calls += 1
+            done = _send_call(
+                ledger, sender, brief, messages, sequence, people, now, settings, flow_run_id, clock, outcome
             )
-        session.commit()
-        if outcome.errors:
-            return  # the server is unreachable or deferring: the next pass sends the rest
+            if done:
+                ledger.later.append((_CALL_TOLD, {"where_call": call_id, "where_sequence": sequence}))
+            if outcome.errors:
+                break  # the server is unreachable or deferring: the next pass sends the rest
+    except BaseException:
+        # Whatever stops the pass, a message the server accepted is recorded `sent`, not left in doubt.
+        session.rollback()
+        ledger.commit()
+        raise
+    ledger.commit()
 
 
 def _plan_of(brief: CallBrief, history: list[SentInvite]) -> tuple[list[InviteMessage], int]:
@@ -718,7 +914,7 @@ def _plan_of(brief: CallBrief, history: list[SentInvite]) -> tuple[list[InviteMe
 
 
 def _send_call(
-    session: Session,
+    ledger: _Ledger,
     sender: SmtpSender,
     brief: CallBrief,
     messages: list[InviteMessage],
@@ -731,6 +927,7 @@ def _send_call(
     outcome: InviteOutcome,
 ) -> bool:
     """Send one call's messages; False when the call must stay pending (changed meanwhile, or a transient failure)."""
+    session = ledger.session
     if sequence != brief.sequence:
         # Messages take SEQUENCE numbers above the call's: record the highest first, so a later change counts on.
         bumped: Any = session.execute(
@@ -738,65 +935,68 @@ def _send_call(
             .where(col(Call.id) == brief.call_id, col(Call.sequence) == brief.sequence)
             .values(sequence=sequence)
         )
+        ledger.commit()
         if not bumped.rowcount:
-            session.rollback()
             return False
-        session.commit()
     for message in messages:
         recipient = people.get(message.recipient.lower()) or Person(
             email=message.recipient, name="", language=brief.assignee.language, timezone=brief.assignee.timezone
         )
         message_id = new_message_id(settings)
-        email = invite_email(brief, message, recipient, now=now, settings=settings, message_id=message_id)
-        delivery = Delivery(
-            plan_step_id=brief.step_id,
-            kind=message.kind,
-            sequence=message.sequence,
-            recipient=recipient.email,
-            subject=str(email["Subject"])[:500],
-            language=str(email["Content-Language"]),
-            message_id=message_id,
-            state=DeliveryState.SENDING,
-            flow_run_id=flow_run_id,
-            created_at=clock(),
-        )
-        session.add(delivery)
+        key = _delivery_key(brief.step_id, message)
         try:
-            session.commit()
+            prepared = build_invite(brief, message, recipient, now=now, settings=settings, message_id=message_id)
+        except PermanentSendError as error:  # an address no server would take: nothing is handed over
+            prepared, refused = None, error
+        subject = invite_subject(brief, message, recipient)
+        try:
+            ledger.commit(
+                (
+                    _INSERT_DELIVERY,
+                    {
+                        "plan_step_id": brief.step_id,
+                        "kind": message.kind,
+                        "sequence": message.sequence,
+                        "recipient": recipient.email,
+                        "subject": subject[:500],
+                        "language": _language(recipient),
+                        "message_id": message_id,
+                        "state": DeliveryState.SENDING,
+                        "smtp_response": None,
+                        "flow_run_id": flow_run_id,
+                        "created_at": clock(),
+                        "sent_at": None,
+                    },
+                )
+            )
         except IntegrityError:
             # Another pass records the same message right now: it sends it, this one leaves the call alone.
-            session.rollback()
             outcome.busy += 1
             return False
         try:
-            answer = sender.send(email)
+            if prepared is None:
+                raise refused
+            answer = sender.send(prepared)
         except PermanentSendError as error:
-            delivery.state = DeliveryState.FAILED
-            delivery.smtp_response = (error.response or str(error))[:1000]
-            session.add(delivery)
-            session.commit()
+            ledger.commit((_SET_DELIVERY, _outcome(key, DeliveryState.FAILED, error.response or str(error), None)))
             outcome.failed += 1
             continue
         except SendOutcomeUnknownError as error:
-            delivery.state = DeliveryState.UNKNOWN
-            delivery.smtp_response = str(error)[:1000]
-            session.add(delivery)
-            session.commit()
+            ledger.commit((_SET_DELIVERY, _outcome(key, DeliveryState.UNKNOWN, str(error), None)))
             outcome.unknown += 1
             continue
         except TransientSendError as error:
             # Nothing was handed over: forget the record, so the next pass sends this message again.
-            session.execute(delete(Delivery).where(col(Delivery.id) == delivery.id))
-            session.commit()
+            ledger.commit((_FORGET_DELIVERY, key))
             outcome.errors.append(str(error))
             return False
-        delivery.state = DeliveryState.SENT
-        delivery.smtp_response = answer[:1000]
-        delivery.sent_at = clock()
-        session.add(delivery)
-        session.commit()
+        ledger.later.append((_SET_DELIVERY, _outcome(key, DeliveryState.SENT, answer, clock())))
         if message.method == "CANCEL":
             outcome.cancels += 1
         else:
             outcome.requests += 1
     return True
+
+
+def _outcome(key: dict[str, Any], state: str, response: str, sent_at: datetime | None) -> dict[str, Any]:
+    return key | {"set_state": state, "set_response": response[:1000], "set_sent_at": sent_at}

@@ -120,9 +120,13 @@ _CRLF = b"\r\n"
 _LINE_START_FROM = re.compile(rb"^From ", re.MULTILINE)
 
 
+# Line breaks and other spacing collapse to one space; no-break spaces stay (French puts them before « : » and »).
+_SPACING = re.compile(r"[^\S\u00a0\u202f\u2007]+")
+
+
 def _one_line(value: str) -> str:
-    """Collapse whitespace, so that nothing a contact typed can start a header of its own."""
-    return " ".join(value.split())
+    """Collapse whitespace, so that nothing a contact typed can start a header of its own (no-break spaces stay)."""
+    return _SPACING.sub(" ", value).strip(" ")
 
 
 def _ascii_address(address: str) -> str:
@@ -224,6 +228,61 @@ def build_message(email: OutgoingEmail, settings: Settings, *, now: datetime | N
     # A single text part's own headers continue the message's; a multipart body starts after a blank line.
     data = head + body if email.html is None else head + _CRLF + body
     return PreparedMessage(sender=sender, recipients=(recipient,), data=data, message_id=email.message_id)
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """base64 in lines of 76 characters, each ended by CRLF, as MIME writes it."""
+    return b"".join(binascii.b2a_base64(data[start : start + 57]) for start in range(0, len(data), 57)).replace(
+        b"\n", _CRLF
+    )
+
+
+def build_calendar_message(
+    *,
+    to: str,
+    to_name: str | None,
+    subject: str,
+    message_id: str,
+    language: str,
+    text: str,
+    calendar: bytes,
+    method: str,
+    settings: Settings,
+    now: datetime,
+) -> PreparedMessage:
+    """Build a calendar invite: a readable text part and a `text/calendar; method=...` part, as calendars expect.
+
+    The same message as the standard library builds from an `EmailMessage` (:func:`prepare_email_message`), written
+    directly: the calendar in base64, so that its CRLF line ends and folded lines arrive exactly as written.
+    """
+    sender = _ascii_address(settings.smtp_from or settings.organisation_email)
+    recipient = _ascii_address(to)
+    boundary = f"=_engage_{uuid.uuid4().hex}"
+    headers = [
+        f"From: {_address_header(settings.organisation_name, sender)}",
+        f"To: {_address_header(to_name, recipient)}",
+        # Each invite's subject is its own: encoded without filling the cache of the emails' subjects.
+        f"Subject: {_subject_header.__wrapped__(subject)}",
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: {message_id}",
+        f"Content-Language: {_one_line(language)}",
+        # Automatic mail: out-of-office replies and the like should not answer it (RFC 3834).
+        "Auto-Submitted: auto-generated",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
+    ]
+    delimiter = f"\r\n--{boundary}\r\n".encode()
+    body = (
+        delimiter[2:]
+        + _part("plain", text)
+        + delimiter
+        + f'Content-Type: text/calendar; method="{_one_line(method)}"; charset="utf-8"\r\n'.encode()
+        + b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + _base64_lines(calendar)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    data = "\r\n".join(headers).encode("ascii") + _CRLF + _CRLF + body
+    return PreparedMessage(sender=sender, recipients=(recipient,), data=data, message_id=message_id)
 
 
 def prepare_email_message(message: EmailMessage, settings: Settings) -> PreparedMessage:
