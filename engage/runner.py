@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, bindparam, insert, update
+from sqlalchemy import Engine, and_, bindparam, exists, insert, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, SQLModel, col, func, select
 
@@ -184,6 +185,20 @@ def recover_expired_claims(*, session: Session, now: datetime) -> int:
     return len(rows)
 
 
+def _claimable(now: datetime) -> tuple[Any, Any]:
+    """What a claim takes at ``now``: steps whose claim expired, then steps due (each walks its own index)."""
+    return (
+        and_(col(PlanStep.status) == StepStatus.RUNNING, col(PlanStep.lease_until) < now),
+        and_(col(PlanStep.status) == StepStatus.SCHEDULED, col(PlanStep.due_at) <= now),
+    )
+
+
+def has_due_steps(*, now: datetime, url: str | None = None) -> bool:
+    """Whether a claim at ``now`` would find a step: one cheap look (an EXISTS per condition), nothing locked."""
+    with db.session_scope(url, readonly=True) as session:
+        return bool(session.scalar(sa_select(or_(*(exists().where(condition) for condition in _claimable(now))))))
+
+
 def claim_due_steps(
     *, now: datetime, claimant: str, limit: int, lease_seconds: int, url: str | None = None
 ) -> list[int]:
@@ -199,10 +214,7 @@ def claim_due_steps(
         # Expired claims first, then due steps, each in due order: two queries, because one with an OR of the two
         # cannot walk the (status, due_at) index, and would sort every due step of the ledger for each claim.
         ids: list[int] = []
-        for condition in (
-            and_(col(PlanStep.status) == StepStatus.RUNNING, col(PlanStep.lease_until) < now),
-            and_(col(PlanStep.status) == StepStatus.SCHEDULED, col(PlanStep.due_at) <= now),
-        ):
+        for condition in _claimable(now):
             if len(ids) < limit:
                 ids += (
                     step_id
@@ -766,6 +778,7 @@ __all__ = [
     "StepGroup",
     "claim_due_steps",
     "group_claims",
+    "has_due_steps",
     "mark_failed",
     "open_work_items",
     "plan_spec",

@@ -10,11 +10,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from engage import db
+from engage import db, runner
 from engage.enrollment import EnrollmentSummary, enroll_attendees, normalise_role_map, resolve_templates
 from engage.errors import EngageError, ImportFileError
 from engage.importer import AttendeeSource
+from engage.runner import BatchOutcome
 from engage.settings import get_settings
+from flows.call_invites import tell_calendars
 from flows.common import publish_workshop_progress, schedule_due_runs
 from flows.run_due_steps import retry_failed_steps, run_due_steps
 from models import utcnow
@@ -110,6 +112,19 @@ def _tag_this_run(template: str, workshop: str) -> None:
         )
 
 
+def _run_what_is_due(now: datetime) -> dict[str, int]:
+    """Run the steps already due in a run-due-steps subflow; when none is (the usual case), spare its overhead.
+
+    Calls still get their slot and invite: a call step with a date gets them at once, whatever its due time.
+    """
+    if runner.has_due_steps(now=now):
+        return run_due_steps(now=now)
+    # The run a person sees, as run-due-steps records it: the top-level one.
+    flow_run_id = (current_flow_run.root_flow_run_id or current_flow_run.id) if current_flow_run.id else None
+    tell_calendars(now, flow_run_id)
+    return BatchOutcome().as_dict() | {"batches": 0, "scheduled_runs": 0}
+
+
 @flow(name="enroll", flow_run_name=_run_name, log_prints=False)
 def enroll(request: Attendees, template: str = "volunteer-followup", now: datetime | None = None) -> dict[str, object]:
     """Enroll a workshop's attendees in their plans, run what is already due, schedule what is coming."""
@@ -145,8 +160,7 @@ def enroll(request: Attendees, template: str = "volunteer-followup", now: dateti
         description=f"Enrollment of workshop {summary.workshop_id}"
         + (f"; rejected lines: {rejected_lines}" if rejected_lines else ""),
     )
-    due_now = run_due_steps(now=now)
-    result["due_now"] = due_now
+    result["due_now"] = _run_what_is_due(now)
     future = [item for item in summary.due_items if item.due_at > now]
     result["scheduled_runs"] = schedule_due_runs(future)
     publish_workshop_progress([summary.workshop_id], now)

@@ -155,6 +155,18 @@ def test_an_expired_claim_is_taken_again_and_a_send_in_doubt_becomes_unknown(ses
     assert session.exec(select(Delivery)).one().state == DeliveryState.UNKNOWN
 
 
+def test_has_due_steps_says_whether_a_claim_would_find_a_step(session: Session) -> None:
+    assert not runner.has_due_steps(now=MONDAY_9)  # an empty ledger
+    enroll(session, 2)
+    assert not runner.has_due_steps(now=MONDAY_9 - timedelta(seconds=1))
+    assert runner.has_due_steps(now=MONDAY_9)  # due at 09:00 sharp
+    claimed = runner.claim_due_steps(now=MONDAY_9, claimant="a", limit=10, lease_seconds=60)
+    assert len(claimed) == 2
+    assert not runner.has_due_steps(now=MONDAY_9 + timedelta(seconds=30))  # claimed, their lease still runs
+    assert runner.has_due_steps(now=MONDAY_9 + timedelta(minutes=2))  # the lease expired: a claim takes them again
+    assert runner.claim_due_steps(now=MONDAY_9 + timedelta(minutes=2), claimant="b", limit=10, lease_seconds=60)
+
+
 def test_concurrent_claims_never_take_the_same_step(session: Session) -> None:
     enroll(session, 60)
     results: dict[str, list[int]] = {}

@@ -135,3 +135,56 @@ def test_a_send_in_doubt_is_listed_and_resolved_by_staff(
     confirmed = session.get(PlanStep, went_out)
     assert confirmed is not None and confirmed.status == StepStatus.DONE
     assert cli("tasks", "list", "--unknown", "--json").json() == []
+
+
+def test_enrolling_with_nothing_due_runs_no_run_due_steps_subflow(enrolled: None, prefect: str) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    state = enroll(
+        Attendees(attendees=CSV, workshop="Atelier Villeurbanne", date=date(2026, 11, 20), applied_by=STAFF),
+        template="volunteer-followup",
+        now=datetime(2026, 11, 20, 18, 0, tzinfo=UTC),
+        return_state=True,
+    )
+    assert state.is_completed()
+    result = state.result()
+    assert result["due_now"] == runner.BatchOutcome().as_dict() | {"batches": 0, "scheduled_runs": 0}
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]))
+        )
+    assert children == []
+
+
+def test_a_retried_enrollment_sends_the_steps_its_subflow_failed(
+    prefect: str, db_url: str, session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session.add(Staff(email=STAFF, name="Camille Martin"))
+    session.commit()
+    monkeypatch.setenv("ENGAGE_SEND_RETRIES", "0")
+    deferred: set[str] = set()
+
+    def defer_one_once(address: str) -> str | None:
+        if address != "person3@example.org" or address in deferred:
+            return None
+        deferred.add(address)
+        return "451 4.3.0 mailbox busy, try again later"
+
+    with SmtpCapture(tmp_path, refuse=defer_one_once) as flaky:
+        point_smtp_at(monkeypatch, flaky)
+        # Enrolled on the Monday morning: the surveys are due, and the first attempt's subflow fails them.
+        state = enroll.with_options(retries=1, retry_delay_seconds=0)(
+            Attendees(attendees=CSV, workshop="Atelier Lyon", date=date(2026, 11, 20), applied_by=STAFF),
+            template="volunteer-followup",
+            now=MONDAY_NINE,
+            return_state=True,
+        )
+        sent = sorted(m.recipients[0] for m in flaky.messages)
+    assert state.is_completed(), state.message
+    assert state.result()["due_now"]["sent"] == 5  # the retry sends what the first attempt failed, once
+    assert sent == sorted(f"person{n}@example.org" for n in range(8))
+    session.commit()
+    assert {s.status for s in session.exec(select(PlanStep).where(PlanStep.step_key == "survey"))} == {StepStatus.DONE}
