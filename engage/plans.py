@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, case, insert, update
+from sqlalchemy import and_, bindparam, case, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -26,6 +26,7 @@ from engage.timerules import CalendarRules, dependent_due_at, independent_due_at
 from models import (
     FINAL_STATUSES,
     RELEASING_STATUSES,
+    Call,
     Contact,
     Plan,
     PlanStatus,
@@ -970,6 +971,8 @@ class TaskRow:
     contact: Contact
     assignee: Staff | None
     overdue: bool
+    call: Call | None = None
+    """A call step's call, with its slot in the assignee's calendar (none once cancelled, or not placed yet)."""
 
 
 def list_tasks(
@@ -990,10 +993,11 @@ def list_tasks(
     """
     assignee_alias = aliased(Staff)
     query = (
-        select(PlanStep, Plan, Contact, assignee_alias)
+        sa_select(PlanStep, Plan, Contact, assignee_alias, Call)
         .join(Plan, col(Plan.id) == PlanStep.plan_id)
         .join(Contact, col(Contact.id) == Plan.contact_id)
         .outerjoin(assignee_alias, col(assignee_alias.id) == PlanStep.assignee_id)
+        .outerjoin(Call, and_(col(Call.plan_step_id) == PlanStep.id, col(Call.cancelled_at).is_(None)))
         .order_by(col(PlanStep.due_at), col(PlanStep.id))
     )
     wanted = list(statuses) or [status.value for status in ACTIONABLE_STATUSES]
@@ -1002,15 +1006,15 @@ def list_tasks(
     query = query.where(col(PlanStep.status).in_(wanted))
     if assignee:
         staff = get_staff(session=session, email=assignee)
-        query = query.where(PlanStep.assignee_id == staff.id)
+        query = query.where(col(PlanStep.assignee_id) == staff.id)
     if kinds:
         for kind in kinds:
             _check_choice("kind", kind, [k.value for k in StepKind])
         query = query.where(col(PlanStep.kind).in_(list(kinds)))
     if plan_id is not None:
-        query = query.where(PlanStep.plan_id == plan_id)
+        query = query.where(col(PlanStep.plan_id) == plan_id)
     if flow_run_id is not None:
-        query = query.where(PlanStep.flow_run_id == flow_run_id)
+        query = query.where(col(PlanStep.flow_run_id) == flow_run_id)
     if overdue:
         query = query.where(col(PlanStep.due_at) < now)
     if upcoming_days is not None:
@@ -1024,8 +1028,9 @@ def list_tasks(
             contact=contact,
             assignee=staff,
             overdue=step.due_at is not None and step.due_at < now and step.status != StepStatus.RUNNING,
+            call=call,
         )
-        for step, plan, contact, staff in session.exec(query)
+        for step, plan, contact, staff, call in session.execute(query)
     ]
 
 

@@ -59,6 +59,11 @@ def list_(
             [
                 step_json(r.step, r.assignee)
                 | {"plan": r.plan.id, "template": r.plan.template_key, "contact": r.contact.email, "overdue": r.overdue}
+                | (
+                    {"call_start": r.call.slot_start.isoformat(), "call_end": r.call.slot_end.isoformat()}
+                    if r.call is not None
+                    else {}
+                )
                 for r in rows
             ]
         )
@@ -66,6 +71,9 @@ def list_(
     table = Table("task", "due", "step", "kind", "status", "contact", "assignee", "plan")
     for r in rows:
         due = local_text(r.step.due_at)
+        if r.call is not None:
+            # The time to call: the slot the call took in the assignee's calendar.
+            due += f"\ncall at {local_text(r.call.slot_start)}"
         table.add_row(
             str(r.step.id),
             f"[red]{due} (overdue)[/red]" if r.overdue else due,

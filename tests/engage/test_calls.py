@@ -185,3 +185,21 @@ def test_a_sync_in_small_chunks_gives_the_slots_of_one_big_chunk(session: Sessio
     # The slots the moved and cancelled calls leave are free again: Camille's new call takes her first one.
     moved_to_camille = next(found for found in small[1] if found[0] == steps[7].id)
     assert moved_to_camille[1:3] == (camille.id, CALL_DUE)
+
+
+def test_the_task_list_gives_each_call_its_slot(cli, session: Session) -> None:  # type: ignore[no-untyped-def]
+    steps = release_calls(session, enroll(session, 2))
+    sync(datetime(2026, 12, 7, 8, tzinfo=UTC))
+    now = datetime(2026, 12, 10, 9, tzinfo=UTC)
+    with db.session_scope() as work:
+        plans.cancel_plan(session=work, plan_id=steps[1].plan_id, reason="moved away", now=now)
+    sync(now)
+    with db.session_scope(readonly=True) as work:
+        rows = plans.list_tasks(session=work, now=now, kinds=["call"])
+        slots = {row.step.id: (row.call.slot_start, row.call.slot_end) if row.call else None for row in rows}
+    # The open call: its slot, 15 minutes on the due day; the cancelled plan's call step is no task any more.
+    assert slots == {steps[0].id: (CALL_DUE, CALL_DUE + timedelta(minutes=15))}
+    (listed,) = cli("tasks", "list", "--kind", "call", "--now", "2026-12-10T10:00", "--json").json()
+    assert (listed["id"], listed["call_start"]) == (steps[0].id, CALL_DUE.isoformat())
+    table = cli("tasks", "list", "--kind", "call", "--now", "2026-12-10T10:00").stdout
+    assert f"call at {CALL_DUE.astimezone(PARIS):%a %d %b %Y %H:%M}" in table
