@@ -399,6 +399,8 @@ def run_engage_phase(args: argparse.Namespace, folder: Path, url: str, sink: Sin
         "PREFECT_HOME": str(folder / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # Prefect's temporary server can take more than its default 20 s to start on a busy machine.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
     if args.concurrency is not None:
         environment["ENGAGE_SEND_CONCURRENCY"] = str(args.concurrency)
