@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from engage import db
-from engage.contacts import import_contacts
-from engage.importer import AttendeeSource
+from engage.contacts.importing import import_contacts
+from engage.importer.source import AttendeeSource
 
 FIRST_NAMES = ["Hélène", "Zoë", "Jérôme", "Amélie", "Samuel", "Chloé", "François", "Priya", "Léa", "Noël"]
 LAST_NAMES = ["Lefèvre", "Dubois", "Faure", "Garnier", "O'Connor", "Rousseau", "Mercier", "Sharma", "Bonnet"]

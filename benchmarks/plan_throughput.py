@@ -140,7 +140,7 @@ def free_port() -> int:
 
 def serve_sink(port: int) -> None:
     """Accept every message on ``port`` and count it; answer `count` lines on stdin with the count so far."""
-    from engage.smtp_capture import SmtpCapture
+    from engage.mail.capture import SmtpCapture
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with SmtpCapture(None, port=port, keep_messages=False) as capture:
@@ -434,10 +434,10 @@ class Messages:
     """The messages Engage sends, built in memory with Engage's own code: three emails and one invite per person."""
 
     def __init__(self, settings: Any, workshop_size: int) -> None:
-        from engage.invites import InviteMessage
-        from engage.invites import Person as InvitePerson
-        from engage.plan_templates import load_template
-        from engage.rendering import get_renderer
+        from engage.invites.brief import Person as InvitePerson
+        from engage.invites.due import InviteMessage
+        from engage.plan_templates.loading import load_template
+        from engage.rendering.renderer import get_renderer
         from models import Staff, Workshop
 
         self.settings = settings
@@ -466,10 +466,11 @@ class Messages:
 
     def of(self, index: int) -> Iterator[Any]:
         """Yield the messages of one attendee as Engage sends them: PreparedMessage or EmailMessage (the invite)."""
-        from engage.invites import CallBrief, StepLine, invite_email
-        from engage.mailer import OutgoingEmail, build_message, new_message_id
-        from engage.rendering import email_context
-        from engage.unsubscribe import unsubscribe_url
+        from engage.invites.brief import CallBrief, StepLine
+        from engage.mail.message import OutgoingEmail, build_message, new_message_id
+        from engage.reference import invite_email
+        from engage.rendering.context import email_context
+        from engage.unsubscribe.tokens import unsubscribe_url
         from models import Contact
 
         person = Person.of(index)
@@ -554,7 +555,7 @@ def bare_loop(messages: Messages, attendees: int) -> tuple[int, float, float]:
     """Render, build and send each message in turn over one connection; (messages, seconds, of which invites)."""
     from email.message import EmailMessage
 
-    from engage.mailer import SmtpSender
+    from engage.mail.smtp import SmtpSender
 
     count, invite_seconds = 0, 0.0
     started = time.perf_counter()
@@ -577,7 +578,8 @@ def limit_loop(messages: Messages, attendees: int, chunk: int = 500) -> tuple[in
     """Send the same messages built beforehand (a chunk at a time, untimed) as ready bytes; (messages, seconds)."""
     from email.message import EmailMessage
 
-    from engage.mailer import SmtpSender, prepare_email_message
+    from engage.mail.smtp import SmtpSender
+    from engage.reference import prepare_email_message
 
     count, seconds = 0, 0.0
     with SmtpSender(messages.settings) as sender:

@@ -1,9 +1,11 @@
-"""One engine per database URL, short sessions, and schema upgrades through Alembic."""
+"""One engine per database URL, short sessions, one SQLite writer at a time, and schema upgrades through Alembic."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import models  # noqa: F401  (completes the metadata)
 from engage.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -89,6 +93,26 @@ def session_scope(url: str | None = None, *, readonly: bool = False) -> Iterator
         except BaseException:
             session.rollback()
             raise
+
+
+_SQLITE_WRITERS: dict[str, threading.Lock] = {}
+
+
+_SQLITE_WRITERS_LOCK = threading.Lock()
+
+
+def _writing(engine: Engine) -> AbstractContextManager[object]:
+    """Hold this while a write transaction of ``engine`` runs, when it is SQLite: one writer thread at a time.
+
+    SQLite takes one writer at a time anyway; threads that collide there wait in SQLite's busy handler, which sleeps
+    1, 2, 5, 10... milliseconds between tries. Batches sent at once commit every few hundred microseconds, so they
+    queue on this lock instead, and each is woken the moment the one before it commits.
+    """
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    key = str(engine.url)
+    with _SQLITE_WRITERS_LOCK:
+        return _SQLITE_WRITERS.setdefault(key, threading.Lock())
 
 
 def alembic_config(url: str) -> Config:

@@ -8,12 +8,15 @@ from datetime import date, datetime
 
 from sqlmodel import Session, col, select
 
-from engage.contacts import ImportSummary, import_contacts
+from engage.contacts.importing import ImportSummary, import_contacts
 from engage.errors import EngageError
-from engage.importer import AttendeeRow, AttendeeSource
-from engage.plan_templates import current_template
-from engage.plans import AssigneeResolver, apply_templates, get_or_create_workshop
-from engage.runner import DueItem
+from engage.importer.rows import AttendeeRow
+from engage.importer.source import AttendeeSource
+from engage.plan_templates.store import current_template
+from engage.plans.apply import apply_templates
+from engage.plans.assignees import AssigneeResolver
+from engage.plans.workshops import get_or_create_workshop
+from engage.runner.due import DueItem
 from engage.staff import get_staff
 from models import Contact, PlanTemplate
 
@@ -52,7 +55,7 @@ def resolve_templates(
 
 
 def normalise_role_map(role_templates: Mapping[str, str] | None) -> dict[str, str]:
-    from engage.importer import normalise_roles
+    from engage.importer.fields import normalise_roles
 
     result: dict[str, str] = {}
     for role, template in (role_templates or {}).items():

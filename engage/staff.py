@@ -3,60 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import CursorResult
 from sqlmodel import Session, col, select, update
 
 from engage.errors import EngageError, InvalidStateError, NotFoundError
+from engage.rules.clock import parse_days, parse_hours, zone
 from models import FINAL_STATUSES, Contact, PlanStep, Staff, utcnow
 from models.staff import DEFAULT_WORK_DAYS
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def normalise_staff_email(email: str) -> str:
     return email.strip().lower()
-
-
-def parse_hours(text: str) -> tuple[time, time]:
-    """Parse working hours such as ``09:00-17:00``."""
-    try:
-        start_text, end_text = text.split("-")
-        start, end = time.fromisoformat(start_text.strip()), time.fromisoformat(end_text.strip())
-    except ValueError:
-        raise EngageError(f"hours {text!r}: expected HH:MM-HH:MM, e.g. 09:00-17:00") from None
-    if end <= start:
-        raise EngageError(f"hours {text!r}: the end must come after the start")
-    return start, end
-
-
-def parse_days(text: str) -> str:
-    """Parse working days such as ``mon-fri`` or ``mon,tue,thu`` into the stored form."""
-    text = text.strip().lower()
-    if "-" in text and "," not in text:
-        first, last = (part.strip()[:3] for part in text.split("-", 1))
-        if first not in WEEKDAYS or last not in WEEKDAYS:
-            raise EngageError(f"days {text!r}: use three-letter English day names, e.g. mon-fri")
-        start, end = WEEKDAYS.index(first), WEEKDAYS.index(last)
-        if end < start:
-            raise EngageError(f"days {text!r}: the range must run forward, e.g. mon-fri")
-        return ",".join(WEEKDAYS[start : end + 1])
-    days = [part.strip()[:3] for part in text.split(",") if part.strip()]
-    unknown = [day for day in days if day not in WEEKDAYS]
-    if unknown or not days:
-        raise EngageError(f"days {text!r}: use three-letter English day names, e.g. mon,tue,thu")
-    return ",".join(sorted(set(days), key=WEEKDAYS.index))
-
-
-def check_timezone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise EngageError(f"timezone {name!r} is not a known IANA time zone (e.g. Europe/Paris)") from None
-    return name
 
 
 def get_staff(*, session: Session, email: str, active_only: bool = False) -> Staff:
@@ -83,7 +43,7 @@ def add_staff(
     start, end = parse_hours(hours)
     values: dict[str, Any] = {
         "name": name.strip(),
-        "timezone": check_timezone(timezone),
+        "timezone": zone(timezone).key,
         "language": language.strip().lower(),
         "work_start": start,
         "work_end": end,
@@ -125,12 +85,12 @@ def deactivate_staff(*, session: Session, email: str, reassign_to: str, now: dat
     if successor.id == leaving.id:
         raise EngageError("--reassign-to must name someone else")
     now = now or utcnow()
-    open_statuses = [status.value for status in FINAL_STATUSES]
+    final = [status.value for status in FINAL_STATUSES]
     tasks = cast(
         CursorResult[Any],
         session.execute(
             update(PlanStep)
-            .where(col(PlanStep.assignee_id) == leaving.id, col(PlanStep.status).not_in(open_statuses))
+            .where(col(PlanStep.assignee_id) == leaving.id, col(PlanStep.status).not_in(final))
             .values(assignee_id=successor.id, assignee_fallback=False, updated_at=now)
         ),
     ).rowcount

@@ -10,7 +10,8 @@ from datetime import datetime
 from prefect import get_run_logger, task
 from prefect.tasks import exponential_backoff
 
-from engage import calls, db, invites
+from engage import db, invites
+from engage.plans import calls
 from engage.reports import redact
 from engage.settings import get_settings
 from flows.common import retry_on_transient

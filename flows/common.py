@@ -12,9 +12,9 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from engage import db
-from engage.mailer import TransientSendError
+from engage.errors import TransientSendError
 from engage.reports import workshop_progress
-from engage.runner import DueItem, unique_due_items
+from engage.runner.due import DueItem, unique_due_items
 from engage.settings import get_settings
 
 RUN_DUE_STEPS_DEPLOYMENT = "run-due-steps/run-due-steps"

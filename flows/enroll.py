@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from engage import db, runner
 from engage.enrollment import EnrollmentSummary, enroll_attendees, normalise_role_map, resolve_templates
 from engage.errors import EngageError, ImportFileError
-from engage.importer import AttendeeSource
-from engage.runner import BatchOutcome
+from engage.importer.source import AttendeeSource
+from engage.runner.due import BatchOutcome
 from engage.settings import get_settings
 from flows.call_invites import tell_calendars
 from flows.common import publish_workshop_progress, schedule_due_runs

@@ -13,18 +13,14 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.tasks import exponential_backoff
 
 from engage import db, runner
-from engage.errors import EngageError
-from engage.plans import retry_steps
+from engage.errors import StepsFailedError
+from engage.plans.actions import retry_steps
 from engage.reports import redact
-from engage.runner import BatchOutcome, StepGroup
+from engage.runner.due import BatchOutcome, StepGroup
 from engage.settings import get_settings
 from flows.call_invites import tell_calendars
 from flows.common import publish_workshop_progress, retry_on_transient, schedule_due_runs
 from models import StepKind, utcnow
-
-
-class StepsFailedError(EngageError):
-    """Some batches still failed after their retries: their steps are `failed` in the ledger until retried."""
 
 
 @task(name="retry-failed-steps", task_run_name="put this run's failed steps back on the schedule")

@@ -13,7 +13,7 @@ from icalendar import Calendar
 from sqlmodel import Session, col, select
 
 from engage import plans
-from engage.smtp_capture import SmtpCapture
+from engage.mail.capture import SmtpCapture
 from models import Plan, PlanStep, Staff, StepKind, StepStatus
 
 WORKSHOP_DAY = date(2026, 11, 20)  # a Friday

@@ -149,7 +149,7 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  #
 @pytest.fixture
 def smtp_sink(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A real SMTP server (aiosmtpd) on loopback that keeps every message; ENGAGE_SMTP_* point at it."""
-    from engage.smtp_capture import SmtpCapture
+    from engage.mail.capture import SmtpCapture
 
     with SmtpCapture(tmp_path / "outbox") as capture:
         monkeypatch.setenv("ENGAGE_SMTP_HOST", "127.0.0.1")

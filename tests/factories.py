@@ -50,7 +50,7 @@ def apply_seed_plans(
 ) -> list[Plan]:
     """Give new contacts a seed template's plan for a workshop of Friday 20 November 2026; committed."""
     from engage import plans
-    from engage.plan_templates import current_template
+    from engage.plan_templates.store import current_template
 
     found, _ = plans.get_or_create_workshop(session=session, name=workshop, on=WORKSHOP_DAY, place=place)
     version = current_template(session=session, key=template)

@@ -21,7 +21,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from engage.server import LocalStack
+from engage.local.stack import LocalStack
 
 
 def free_port() -> int:

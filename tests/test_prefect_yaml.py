@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
-from engage.plan_templates import load_templates
+from engage.plan_templates.loading import load_templates
 from engage.settings import PROJECT_ROOT
 
 

@@ -7,10 +7,10 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from engage.calls import sync_calls
 from engage.cli._common import console, err_console
-from engage.invites import send_pending_invites
-from engage.mailer import SendError
+from engage.errors import SendError
+from engage.invites.send import send_pending_invites
+from engage.plans.calls import sync_calls
 
 
 def follow_calls(session: Session, now: datetime, step_ids: Iterable[int] | None = None) -> None:

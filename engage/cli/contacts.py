@@ -12,8 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from engage.cli._common import JsonOption, NowOption, console, err_console, ledger, parse_now, print_json
-from engage.contacts import ImportSummary, import_contacts, list_contacts
-from engage.importer import FIELDS, IGNORE, AttendeeSource, parse_mapping
+from engage.contacts.importing import ImportSummary, import_contacts
+from engage.contacts.listing import list_contacts
+from engage.importer.fields import FIELDS, IGNORE, parse_mapping
+from engage.importer.source import AttendeeSource
 
 app = typer.Typer(help="Contacts: import attendee lists, see who is in the ledger.", no_args_is_help=True)
 

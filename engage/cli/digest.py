@@ -16,7 +16,7 @@ def digest(
     as_json: bool = JsonOption,
 ) -> None:
     """Email each active staff member in their morning their calls and tasks of the day, the overdue and the news."""
-    from engage.digest import send_digests
+    from engage.digest.send import send_digests
 
     db.ensure_schema()
     counts = send_digests(now=parse_now(now_text), only=to).as_dict()

@@ -10,19 +10,16 @@ from sqlmodel import col, select
 
 from engage import plan_templates
 from engage.cli._common import console, ledger
+from engage.contacts.lookup import get_contact
 from engage.errors import EngageError, NotFoundError
-from engage.mailer import OutgoingEmail, PreparedMessage, SmtpSender, build_message, new_message_id
-from engage.plan_templates import PlanTemplateSpec, StepSpec
-from engage.plans import get_contact
-from engage.rendering import (
-    RenderedEmail,
-    email_context,
-    get_renderer,
-    sample_people,
-    sample_unsubscribe_url,
-)
+from engage.mail.message import OutgoingEmail, PreparedMessage, build_message, new_message_id
+from engage.mail.smtp import SmtpSender
+from engage.plan_templates.schema import PlanTemplateSpec, StepSpec
+from engage.rendering.context import RenderedEmail, email_context
+from engage.rendering.renderer import get_renderer
+from engage.rendering.samples import sample_people, sample_unsubscribe_url
 from engage.settings import Settings, get_settings
-from engage.unsubscribe import unsubscribe_url
+from engage.unsubscribe.tokens import unsubscribe_url
 from models import Contact, Plan, Staff, Workshop
 
 TemplateArgument = typer.Argument(..., help="The plan template's key, e.g. volunteer-followup.", show_default=False)
@@ -191,6 +188,6 @@ def unsubscribe_server(
     port: int = typer.Option(8025, "--port", help="Port to listen on (ENGAGE_UNSUBSCRIBE_BASE_URL points here)."),
 ) -> None:
     """Serve the unsubscribe links of every email until Ctrl-C: GET confirms, POST and one-click unsubscribe."""
-    from engage.unsubscribe_server import serve
+    from engage.unsubscribe.app import serve
 
     serve(get_settings(), host=host, port=port)

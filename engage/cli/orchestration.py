@@ -85,7 +85,7 @@ def retry(
 ) -> None:
     """Put failed steps back on the schedule and run them now; what already went out is never sent again."""
     from engage import db
-    from engage.plans import retry_steps
+    from engage.plans.actions import retry_steps
     from flows.run_due_steps import run_due_steps
 
     if sum((failed, bool(step), run is not None)) != 1:
@@ -119,7 +119,7 @@ def simulate(
     """Play a workshop's plans through simulated days, with a local SMTP capture (nothing leaves the machine)."""
     # The timeline is the output; Prefect's own run logs would drown it (the flows still report to the API).
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from engage.simulate import simulate as run_simulation
+    from engage.local.simulate import simulate as run_simulation
 
     if not attendees.is_file():
         raise EngageError(f"{attendees}: no such file")
@@ -177,8 +177,8 @@ def server(
     import signal
     import threading
 
-    from engage.server import LocalStack
-    from engage.smtp_capture import SmtpCapture
+    from engage.local.stack import LocalStack
+    from engage.mail.capture import SmtpCapture
 
     settings = get_settings()
     stack = LocalStack(port=port, host=host, workers=workers, log_dir=logs)
@@ -219,7 +219,7 @@ def smtp_capture(
     import signal
     import threading
 
-    from engage.smtp_capture import SmtpCapture
+    from engage.mail.capture import SmtpCapture
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -19,7 +19,8 @@ from engage.cli._common import (
     parse_now,
     print_json,
 )
-from engage.plan_templates import current_template
+from engage.contacts.lookup import get_contact, get_contact_by_id
+from engage.plan_templates.store import current_template
 from engage.staff import get_staff
 from models import Plan, PlanStep, Staff, id_of
 
@@ -70,7 +71,7 @@ def apply(
     started_on = parse_day(on, "--date") if on else now.date()
     with ledger() as session:
         applier = get_staff(session=session, email=acting_email(as_email), active_only=True)
-        contact = plan_ops.get_contact(session=session, email=email)
+        contact = get_contact(session=session, email=email)
         version = current_template(session=session, key=template)
         if workshop:
             found, _ = plan_ops.get_or_create_workshop(
@@ -147,7 +148,7 @@ def show(plan_id: int = typer.Argument(..., help="Plan id."), as_json: bool = Js
     """Show one plan and its steps."""
     with ledger(readonly=True) as session:
         plan = plan_ops.get_plan(session=session, plan_id=plan_id)
-        contact_email = plan_ops.get_contact_by_id(session=session, contact_id=plan.contact_id).email
+        contact_email = get_contact_by_id(session=session, contact_id=plan.contact_id).email
         steps = [
             (step, session.get(Staff, step.assignee_id) if step.assignee_id else None)
             for step in plan_ops.plan_steps(session=session, plan_id=plan_id)

@@ -370,7 +370,7 @@ def serve() -> Iterator[Callable[[Any], RunningApp]]:
 @pytest.fixture
 def unsubscribe_app(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningApp]:
     """`engage unsubscribe-server`'s app under uvicorn on a free loopback port; emails link to it."""
-    from engage.unsubscribe_server import create_app
+    from engage.unsubscribe.app import create_app
 
     port = free_port()
     monkeypatch.setenv("ENGAGE_UNSUBSCRIBE_BASE_URL", f"http://127.0.0.1:{port}")

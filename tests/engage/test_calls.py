@@ -9,7 +9,8 @@ from call_plans import CALL_DUE, call_steps, enroll, release_calls, staff_member
 from sqlalchemy import event
 from sqlmodel import Session, select
 
-from engage import calls, db, plans
+from engage import db, plans
+from engage.plans import calls
 from models import Call, PlanStep, StepStatus
 
 PARIS = ZoneInfo("Europe/Paris")

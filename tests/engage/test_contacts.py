@@ -11,9 +11,11 @@ import pytest
 from factories import create_contact, create_staff
 from sqlmodel import Session, select
 
-from engage import importer
-from engage.contacts import ImportSummary, Reject, import_contacts, list_contacts
-from engage.importer import AttendeeRow, AttendeeSource
+from engage.contacts.importing import ImportSummary, Reject, import_contacts
+from engage.contacts.listing import list_contacts
+from engage.importer.fields import _MAX_LENGTH
+from engage.importer.rows import AttendeeRow
+from engage.importer.source import AttendeeSource
 from models import Contact, ContactCommunity, ContactTag
 
 NOW = datetime(2026, 11, 20, 18, 30, tzinfo=UTC)
@@ -396,7 +398,7 @@ def test_list_contacts_shows_communities_tags_owner_and_opt_out(session: Session
 
 def test_importer_length_limits_match_the_contact_columns() -> None:
     columns = Contact.__table__.columns  # type: ignore[attr-defined]
-    for name, limit in importer._MAX_LENGTH.items():
+    for name, limit in _MAX_LENGTH.items():
         if name == "role":
             assert limit == ContactCommunity.__table__.columns["community"].type.length  # type: ignore[attr-defined]
         elif name == "tags":

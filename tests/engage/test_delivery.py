@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlmodel import Session, select
 
-from engage.smtp_capture import SmtpCapture
-from engage.unsubscribe import read_token
+from engage.mail.capture import SmtpCapture
+from engage.unsubscribe.tokens import read_token
 from models import Contact, Delivery, DeliveryState, PlanStep, StepStatus
 
 PEOPLE: list[dict[str, Any]] = [

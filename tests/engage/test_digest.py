@@ -9,9 +9,10 @@ from call_plans import CALL_DUE, enroll, received, release_calls, staff_member
 from factories import create_staff
 from sqlmodel import Session, select
 
-from engage import calls, db, digest, plans
+from engage import db, digest, plans
 from engage.errors import InvalidStateError
-from engage.smtp_capture import SmtpCapture
+from engage.mail.capture import SmtpCapture
+from engage.plans import calls
 from models import PlanStep, Staff, StaffDigest, StepKind, StepStatus
 
 WEDNESDAY_7_PARIS = datetime(2026, 12, 23, 6, 5, tzinfo=UTC)  # 07:05 in Paris, 01:05 in New York

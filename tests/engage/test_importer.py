@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from engage.errors import ImportFileError
-from engage.importer import (
-    AttendeeRow,
-    AttendeeSource,
-    RejectedRow,
+from engage.importer.fields import (
     fold,
     normalise_country,
     normalise_email,
@@ -21,6 +18,8 @@ from engage.importer import (
     parse_flag,
     parse_mapping,
 )
+from engage.importer.rows import AttendeeRow, RejectedRow
+from engage.importer.source import AttendeeSource
 
 FRENCH_HEADER = ["Prénom", "Nom", "Courriel", "Téléphone", "Langue", "Rôle"]
 ENGLISH_HEADER = ["First Name", "Last Name", "Email", "Phone", "Language", "Role"]

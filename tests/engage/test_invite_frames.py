@@ -11,19 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engage.invites import (
-    CallBrief,
-    InviteMessage,
-    Note,
-    Person,
-    StepLine,
-    build_invite,
-    invite_calendar,
-    invite_calendar_bytes,
-    invite_email,
-    invite_subject,
-)
-from engage.mailer import _one_line, prepare_email_message
+from engage.invites.brief import CallBrief, Note, Person, StepLine, invite_subject
+from engage.invites.calendar import build_invite, invite_calendar_bytes
+from engage.invites.due import InviteMessage
+from engage.mail.message import _one_line
+from engage.reference import invite_calendar, invite_email, prepare_email_message
 from engage.settings import Settings
 
 NOW = datetime(2026, 12, 7, 9, tzinfo=UTC)

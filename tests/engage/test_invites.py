@@ -19,9 +19,11 @@ import vobject
 from call_plans import CALL_DUE, calendar_of, enroll, received, release_calls, staff_member
 from sqlmodel import Session, col, select
 
-from engage import calls, db
-from engage.invites import InviteMessage, SentInvite, messages_due, send_pending_invites
-from engage.smtp_capture import SmtpCapture
+from engage import db
+from engage.invites.due import InviteMessage, SentInvite, messages_due
+from engage.invites.send import send_pending_invites
+from engage.mail.capture import SmtpCapture
+from engage.plans import calls
 from models import Call, Delivery, DeliveryState, PlanStep, StepComment
 
 RELEASED = datetime(2026, 12, 7, 8, tzinfo=UTC)

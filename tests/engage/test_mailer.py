@@ -12,17 +12,9 @@ from typing import Any
 
 import pytest
 
-from engage.mailer import (
-    ConnectionSendError,
-    OutgoingEmail,
-    PermanentSendError,
-    PreparedMessage,
-    SendOutcomeUnknownError,
-    SmtpSender,
-    TransientSendError,
-    build_message,
-    new_message_id,
-)
+from engage.errors import ConnectionSendError, PermanentSendError, SendOutcomeUnknownError, TransientSendError
+from engage.mail.message import OutgoingEmail, PreparedMessage, build_message, new_message_id
+from engage.mail.smtp import SmtpSender
 from engage.settings import Settings, get_settings
 
 Relay = Callable[..., Any]

@@ -20,17 +20,11 @@ from sqlmodel import Session, col, select
 
 from engage import db as engage_db
 from engage.errors import NotFoundError, TemplateError
-from engage.plan_templates import (
-    PlanTemplateSpec,
-    current_template,
-    load_template,
-    load_templates,
-    spec_of,
-    sync_templates,
-    template_problems,
-)
+from engage.plan_templates.loading import load_template, load_templates, template_problems
+from engage.plan_templates.schema import PlanTemplateSpec
+from engage.plan_templates.store import current_template, spec_of, sync_templates
+from engage.rules.due import CalendarRules
 from engage.settings import get_settings
-from engage.timerules import CalendarRules
 from models import PlanTemplate, TemplateStep
 
 REPO = Path(__file__).resolve().parents[2]

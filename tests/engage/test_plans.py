@@ -8,8 +8,9 @@ from factories import create_contact, create_staff
 from sqlmodel import Session, select
 
 from engage import plans
+from engage.contacts.lookup import get_contact_by_id
 from engage.errors import EngageError, InvalidStateError
-from engage.plan_templates import current_template
+from engage.plan_templates.store import current_template
 from engage.settings import PROJECT_ROOT
 from models import Plan, PlanStatus, PlanStep, StepComment, StepStatus
 
@@ -81,7 +82,7 @@ def test_applying_twice_or_after_a_template_change_creates_nothing(
     session: Session, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     plan, _ = apply_volunteer_plan(session)
-    contact = plans.get_contact_by_id(session=session, contact_id=plan.contact_id)
+    contact = get_contact_by_id(session=session, contact_id=plan.contact_id)
     templates = tmp_path / "plan_templates"
     templates.mkdir()
     source = (PROJECT_ROOT / "plan_templates" / "volunteer-followup.yaml").read_text(encoding="utf-8")

@@ -10,18 +10,13 @@ from typing import Any
 
 import pytest
 
-from engage import rendering
-from engage.plan_templates import load_template
-from engage.rendering import (
-    EmailRenderer,
-    RenderError,
-    Variables,
-    email_context,
-    get_renderer,
-    long_date,
-    sample_contexts,
-    sample_people,
-)
+from engage.errors import RenderError
+from engage.plan_templates.loading import load_template
+from engage.rendering.context import Variables, email_context
+from engage.rendering.frames import _NO_FRAME
+from engage.rendering.renderer import EmailRenderer, get_renderer
+from engage.rendering.samples import sample_contexts, sample_people
+from engage.rules.words import long_date
 from engage.settings import Settings
 from models import Contact, Staff, Workshop
 
@@ -254,7 +249,7 @@ def test_an_email_rendered_for_many_contacts_is_byte_for_byte_the_one_rendered_a
                 context["workshop"] = Variables("workshop", {"name": "", "date": None, "date_text": "", "place": ""})
             assert fast.render_contact(name, language, context) == renderer().render(name, language, context)
     # the first people of each shape built a frame that passed its probe; the others were filled in
-    assert fast._frames and all(frame is not rendering._NO_FRAME for frame in fast._frames.values())
+    assert fast._frames and all(frame is not _NO_FRAME for frame in fast._frames.values())
 
 
 def test_a_template_that_does_more_than_print_a_contact_value_is_rendered_for_each_contact(emails: Path) -> None:

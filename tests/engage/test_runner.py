@@ -10,8 +10,9 @@ from factories import apply_seed_plans, create_staff
 from sqlmodel import Session, select
 
 from engage import plans, runner
-from engage.mailer import TransientSendError
-from engage.smtp_capture import SmtpCapture
+from engage.contacts.lookup import get_contact_by_id
+from engage.errors import RenderError, TransientSendError
+from engage.mail.capture import SmtpCapture
 from models import Call, Delivery, DeliveryState, PlanStep, StepStatus, id_of
 
 WORKSHOP_DAY = date(2026, 11, 20)
@@ -94,7 +95,7 @@ def test_a_recipient_refused_for_good_fails_that_delivery_only(session: Session,
     enroll(session, 3)
     bad = session.exec(select(PlanStep).where(PlanStep.step_key == "survey")).first()
     assert bad is not None
-    bad_email = plans.get_contact_by_id(
+    bad_email = get_contact_by_id(
         session=session, contact_id=plans.get_plan(session=session, plan_id=bad.plan_id).contact_id
     ).email
 
@@ -217,7 +218,7 @@ def test_an_answer_lost_after_the_message_was_handed_over_is_unknown_not_resent(
     lost = "contact-lost@example.org"
     survey = session.exec(select(PlanStep).where(PlanStep.step_key == "survey")).first()
     assert survey is not None
-    contact = plans.get_contact_by_id(
+    contact = get_contact_by_id(
         session=session, contact_id=plans.get_plan(session=session, plan_id=survey.plan_id).contact_id
     )
     contact.email, contact.email_key = lost, lost
@@ -271,7 +272,7 @@ def test_an_accepted_email_is_recorded_sent_when_the_next_one_cannot_be_rendered
     session: Session, smtp_sink: SmtpCapture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The `sent` of a message rides with the next message's commit; a failure before that commit keeps it."""
-    from engage.rendering import EmailRenderer, RenderError
+    from engage.rendering.renderer import EmailRenderer
 
     enroll(session, 3)
     render = EmailRenderer.render_contact

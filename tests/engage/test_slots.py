@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engage.slots import CallRequest, Slot, SlotBook, SlotError, WorkingHours
+from engage.errors import SlotError
+from engage.rules.slots import CallRequest, Slot, SlotBook, WorkingHours
 
 PARIS = WorkingHours.of(timezone="Europe/Paris", work_days="mon,tue,wed,thu,fri", start=time(9), end=time(17))
 WEDNESDAY = date(2026, 12, 23)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engage.timerules import (
+from engage.rules.due import (
     CalendarRules,
     dependent_due_at,
     due_day,

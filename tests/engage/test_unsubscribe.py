@@ -17,9 +17,10 @@ from factories import create_contact
 from sqlmodel import Session, col, select
 
 from engage.errors import ConfigurationError
+from engage.mail.capture import SmtpCapture
 from engage.settings import Settings
-from engage.smtp_capture import SmtpCapture
-from engage.unsubscribe import (
+from engage.unsubscribe.app import create_app
+from engage.unsubscribe.tokens import (
     SOURCE_LINK,
     SOURCE_ONE_CLICK,
     BadTokenError,
@@ -29,7 +30,6 @@ from engage.unsubscribe import (
     record_opt_out,
     unsubscribe_url,
 )
-from engage.unsubscribe_server import create_app
 from models import Call, Contact, Plan, PlanStep, StepStatus
 
 LONG_SECRET = "x9Lq2vT7pRm4sWn8bYc3kHd6fJg1aZe5"

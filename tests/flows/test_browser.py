@@ -14,9 +14,9 @@ import pytest
 from stack import free_port
 
 from engage import db
-from engage.server import LocalStack
+from engage.local.stack import LocalStack
+from engage.mail.capture import SmtpCapture
 from engage.settings import PROJECT_ROOT
-from engage.smtp_capture import SmtpCapture
 from engage.staff import add_staff
 
 pytestmark = pytest.mark.slow

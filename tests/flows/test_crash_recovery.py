@@ -18,8 +18,8 @@ from sqlmodel import Session, select
 from stack import MailSink, free_port, kill, kill_group, run, wait_for
 
 from engage import db
-from engage.plans import complete_task, resolve_unknown
-from engage.server import LocalStack
+from engage.local.stack import LocalStack
+from engage.plans.actions import complete_task, resolve_unknown
 from engage.settings import get_settings
 from engage.staff import add_staff
 from models import Delivery, DeliveryState, Plan, PlanStatus, PlanStep, StepKind, StepStatus

@@ -9,10 +9,11 @@ import pytest
 from sqlmodel import Session, select
 
 from engage import runner
+from engage.errors import StepsFailedError
+from engage.mail.capture import SmtpCapture
 from engage.settings import get_settings
-from engage.smtp_capture import SmtpCapture
 from flows.enroll import Attendees, enroll
-from flows.run_due_steps import StepsFailedError, run_due_steps
+from flows.run_due_steps import run_due_steps
 from models import Delivery, DeliveryState, PlanStep, Staff, StepStatus
 
 STAFF = "camille@nmh.example.org"

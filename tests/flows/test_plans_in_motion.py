@@ -14,8 +14,8 @@ import pytest
 from sqlmodel import Session, select
 
 from engage.errors import TemplateError
-from engage.simulate import simulate
-from engage.smtp_capture import SmtpCapture
+from engage.local.simulate import simulate
+from engage.mail.capture import SmtpCapture
 from flows.enroll import Attendees, enroll
 from flows.run_due_steps import run_due_steps
 from models import Call, Delivery, DeliveryKind, Plan, PlanStep, Staff, StepStatus

@@ -20,7 +20,7 @@ from sqlmodel import Session, func, select
 from stack import MailSink, free_port, run, submit, wait_all
 
 from engage import db
-from engage.server import LocalStack
+from engage.local.stack import LocalStack
 from engage.staff import add_staff
 from models import Plan, PlanStep, StepStatus
 

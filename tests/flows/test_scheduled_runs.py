@@ -16,8 +16,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from sqlmodel import Session
 
+from engage.mail.capture import SmtpCapture
 from engage.settings import get_settings
-from engage.smtp_capture import SmtpCapture
 from flows.common import RUN_DUE_STEPS_DEPLOYMENT
 from flows.enroll import Attendees, enroll
 from flows.run_due_steps import run_due_steps

@@ -9,8 +9,9 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from sqlmodel import Session
 
-from engage import calls, db
-from engage.smtp_capture import SmtpCapture
+from engage import db
+from engage.mail.capture import SmtpCapture
+from engage.plans import calls
 from flows.staff_digest import staff_digest
 
 SEVEN_IN_PARIS = datetime(2026, 12, 23, 6, 0, tzinfo=UTC)

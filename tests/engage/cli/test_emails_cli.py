@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlmodel import Session
 
+from engage.mail.capture import SmtpCapture
 from engage.settings import get_settings
-from engage.smtp_capture import SmtpCapture
 
 REPO = Path(__file__).resolve().parents[3]
 EMAIL_STEPS = [

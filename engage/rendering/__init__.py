@@ -1,0 +1,20 @@
+"""A step's email rendered from its Jinja2 templates: variables, the renderer, frames for speed. Pure: no database."""
+
+from engage.rendering.context import EMAIL_PARTS, TOP_LEVEL_NAMES, RenderedEmail, Variables, email_context
+from engage.rendering.renderer import EmailProblem, EmailRenderer, get_renderer
+from engage.rendering.samples import SamplePeople, sample_contexts, sample_people, sample_unsubscribe_url
+
+__all__ = [
+    "EMAIL_PARTS",
+    "EmailProblem",
+    "EmailRenderer",
+    "RenderedEmail",
+    "SamplePeople",
+    "TOP_LEVEL_NAMES",
+    "Variables",
+    "email_context",
+    "get_renderer",
+    "sample_contexts",
+    "sample_people",
+    "sample_unsubscribe_url",
+]
