@@ -8,23 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import get_run_logger, task
-from prefect.tasks import exponential_backoff
 
 from engage import db, invites
 from engage.plans import calls
 from engage.reports import redact
-from engage.settings import get_settings
-from flows.common import retry_on_transient
+from flows.common import with_send_retries
 
 
-@task(
-    name="send-call-invites",
-    task_run_name="call slots and calendar invites",
-    retries=2,
-    retry_delay_seconds=exponential_backoff(backoff_factor=10),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_on_transient,
-)
+@task(name="send-call-invites", task_run_name="call slots and calendar invites")
 def send_call_invites(now: datetime, flow_run_id: str | None = None) -> dict[str, int]:
     """Place new calls in their assignee's free slots, follow moved and cancelled ones, and send the invites due."""
     with db.session_scope() as session:
@@ -35,11 +26,7 @@ def send_call_invites(now: datetime, flow_run_id: str | None = None) -> dict[str
 
 def tell_calendars(now: datetime, flow_run_id: str | None) -> dict[str, int] | None:
     """Run send-call-invites in a flow; a failure leaves the invites pending for the next run, not the run failed."""
-    settings = get_settings()
-    configured = send_call_invites.with_options(retries=settings.send_retries)
-    if settings.retry_delay_seconds is not None:
-        configured = configured.with_options(retry_delay_seconds=settings.retry_delay_seconds)
-    state = configured(now, flow_run_id, return_state=True)
+    state = with_send_retries(send_call_invites)(now, flow_run_id, return_state=True)
     logger = get_run_logger()
     if not state.is_completed():
         logger.warning("call invites stay pending until the next run: %s", redact(state.message or "failed"))

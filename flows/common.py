@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any, TypeVar, cast
 
 from prefect import get_client
 from prefect.artifacts import create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.tasks import exponential_backoff
 
 from engage import db
 from engage.errors import TransientSendError
@@ -18,6 +20,8 @@ from engage.runner.due import DueItem, unique_due_items
 from engage.settings import get_settings
 
 RUN_DUE_STEPS_DEPLOYMENT = "run-due-steps/run-due-steps"
+
+T = TypeVar("T")
 
 logger = logging.getLogger("engage.flows")
 
@@ -35,6 +39,25 @@ def retry_on_transient(task: object, task_run: object, state: object) -> bool:
     except Exception:  # the failure is not transient: say no
         return False
     return False
+
+
+def with_send_retries(task: T) -> T:
+    """The retry policy of every task that sends, applied: transient failures only, with backoff.
+
+    ``ENGAGE_SEND_RETRIES`` says how many times; ``ENGAGE_RETRY_DELAY_SECONDS`` fixes the delay (tests, simulations),
+    else it grows from 10 seconds with jitter. What went out is in the ledger, so a retry never sends it again.
+    """
+    settings = get_settings()
+    delay: Any = settings.retry_delay_seconds
+    if delay is None:
+        delay = exponential_backoff(backoff_factor=10)
+    configured: Any = task.with_options(  # type: ignore[attr-defined]
+        retries=settings.send_retries,
+        retry_delay_seconds=delay,
+        retry_jitter_factor=0.5,
+        retry_condition_fn=retry_on_transient,
+    )
+    return cast(T, configured)
 
 
 def deployments_available() -> bool:

@@ -10,7 +10,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
-from prefect.tasks import exponential_backoff
 
 from engage import db, runner
 from engage.errors import StepsFailedError
@@ -19,7 +18,7 @@ from engage.reports import redact
 from engage.runner.due import BatchOutcome, StepGroup
 from engage.settings import get_settings
 from flows.call_invites import tell_calendars
-from flows.common import publish_workshop_progress, retry_on_transient, schedule_due_runs
+from flows.common import publish_workshop_progress, schedule_due_runs, with_send_retries
 from models import StepKind, utcnow
 
 
@@ -36,13 +35,7 @@ def claim_due_steps(now: datetime, claimant: str, limit: int, lease_seconds: int
     return runner.claim_due_steps(now=now, claimant=claimant, limit=limit, lease_seconds=lease_seconds)
 
 
-@task(
-    name="send-step-emails",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=10),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_on_transient,
-)
+@task(name="send-step-emails")
 def send_step_emails(group: StepGroup, claimant: str, now: datetime, flow_run_id: str | None) -> BatchOutcome:
     """Render and send the emails of one batch of claimed steps; the ledger skips what already went out."""
     return runner.send_email_batch(step_ids=group.step_ids, claimant=claimant, now=now, flow_run_id=flow_run_id)
@@ -73,9 +66,7 @@ def run_due_steps(now: datetime | None = None, batch_size: int | None = None) ->
     # (an enroll run, when this runs as its subflow).
     claimant = current_flow_run.id or f"local-{uuid4()}"
     flow_run_id = (current_flow_run.root_flow_run_id or current_flow_run.id) if current_flow_run.id else None
-    send = send_step_emails.with_options(retries=settings.send_retries)
-    if settings.retry_delay_seconds is not None:
-        send = send.with_options(retry_delay_seconds=settings.retry_delay_seconds)
+    send = with_send_retries(send_step_emails)
     if flow_run_id and flow_run_id == current_flow_run.id and (current_flow_run.run_count or 1) > 1:
         logger.info("retry of this run: %s failed steps scheduled again", retry_failed_steps(flow_run_id, now))
     totals = BatchOutcome()

@@ -7,21 +7,13 @@ from datetime import datetime
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run as current_flow_run
-from prefect.tasks import exponential_backoff
 
 from engage import digest
-from engage.settings import get_settings
-from flows.common import retry_on_transient
+from flows.common import with_send_retries
 from models import utcnow
 
 
-@task(
-    name="send-staff-digests",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=10),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_on_transient,
-)
+@task(name="send-staff-digests")
 def send_staff_digests(now: datetime, to: str | None, flow_run_id: str | None) -> dict[str, int]:
     """Email their digest to each staff member whose morning it is; the ledger skips whoever already had theirs."""
     return digest.send_digests(now=now, only=to, flow_run_id=flow_run_id).as_dict()
@@ -37,12 +29,8 @@ def _run_name() -> str:
 def staff_digest(now: datetime | None = None, to: str | None = None) -> dict[str, int]:
     """Email each active staff member, in their morning, their calls and tasks of the day, the overdue and the news."""
     logger = get_run_logger()
-    settings = get_settings()
     now = now or utcnow()
-    send = send_staff_digests.with_options(retries=settings.send_retries)
-    if settings.retry_delay_seconds is not None:
-        send = send.with_options(retry_delay_seconds=settings.retry_delay_seconds)
-    counts = send(now, to, current_flow_run.id)
+    counts = with_send_retries(send_staff_digests)(now, to, current_flow_run.id)
     # Counts only: Prefect keeps artifacts after a person is erased.
     logger.info("staff digests: %s", counts)
     create_table_artifact(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -16,7 +16,6 @@ from engage import plans
 from engage.mail.capture import SmtpCapture
 from models import Plan, PlanStep, Staff, StepKind, StepStatus
 
-WORKSHOP_DAY = date(2026, 11, 20)  # a Friday
 ENROLLED = datetime(2026, 11, 20, 17, tzinfo=UTC)
 CALL_DUE = datetime(2026, 12, 23, 8, tzinfo=UTC)  # Wednesday 09:00 in Paris: day 33 when every email went on time
 MOTIVATION_SENT = datetime(2026, 12, 7, 8, tzinfo=UTC)

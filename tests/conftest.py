@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlmodel import Session, SQLModel
 
 from engage import db as engage_db
-from engage.settings import get_settings
+from engage.settings import PROJECT_ROOT, get_settings
 
 POSTGRES_ADMIN_URL = os.environ.get("ENGAGE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -101,6 +102,17 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the seed plan templates and email texts in the test's folder, configured as Engage's own."""
+    shutil.copytree(PROJECT_ROOT / "plan_templates", tmp_path / "plan_templates")
+    shutil.copytree(PROJECT_ROOT / "email_templates", tmp_path / "email_templates")
+    monkeypatch.setenv("ENGAGE_PLAN_TEMPLATES_DIR", str(tmp_path / "plan_templates"))
+    monkeypatch.setenv("ENGAGE_EMAIL_TEMPLATES_DIR", str(tmp_path / "email_templates"))
+    get_settings.cache_clear()
+    return tmp_path
 
 
 class CliResult:

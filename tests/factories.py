@@ -1,10 +1,14 @@
-"""Factories for ledger rows: real rows in the real database, with defaults a test can override."""
+"""Factories: real ledger rows in the real database, and attendee files as tools export them; defaults a test can
+override."""
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session
@@ -69,3 +73,19 @@ def apply_seed_plans(
         created.append(plan)
     session.commit()
     return created
+
+
+def write_csv(
+    folder: Path,
+    rows: list[list[str]],
+    *,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    name: str = "attendees.csv",
+) -> Path:
+    """Write rows as a spreadsheet would export them (CRLF, minimal quoting) and return the file."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, delimiter=delimiter).writerows(rows)
+    path = folder / name
+    path.write_bytes(buffer.getvalue().encode(encoding))
+    return path

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from engage import runner
 from engage.settings import get_settings
 from models import Staff
 
-WORKSHOP_DAY = date(2026, 11, 20)
 MONDAY_9 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 09:00 in Paris: the first survey goes out
 SMTP_USER = "engage-relay"
 SMTP_PASSWORD = "pa55-w0rd-that-must-never-show"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from factories import create_contact, create_staff
+from factories import create_contact, create_staff, write_csv
 from sqlmodel import Session, select
 
 from engage.contacts.importing import ImportSummary, Reject, import_contacts
@@ -21,22 +21,6 @@ from models import Contact, ContactCommunity, ContactTag
 NOW = datetime(2026, 11, 20, 18, 30, tzinfo=UTC)
 LATER = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 HEADER = ["Prénom", "Nom", "Courriel", "Téléphone", "Langue", "Rôle", "Désinscrit"]
-
-
-def write_csv(
-    tmp_path: Path,
-    rows: list[list[str]],
-    *,
-    delimiter: str = ";",
-    encoding: str = "utf-8",
-    name: str = "attendees.csv",
-) -> Path:
-    """Write rows as a spreadsheet would export them and return the file."""
-    buffer = io.StringIO(newline="")
-    csv.writer(buffer, delimiter=delimiter).writerows(rows)
-    path = tmp_path / name
-    path.write_bytes(buffer.getvalue().encode(encoding))
-    return path
 
 
 def run_import(session: Session, path: Path, *, now: datetime = NOW, **options: object) -> ImportSummary:
@@ -72,6 +56,7 @@ def test_import_creates_contacts_with_communities_tags_and_opt_out(session: Sess
             ["Hélène", "Lefèvre", "Helene.Lefevre@Example.ORG", "06 12 34 56 78", "Français", "Bénévole", "non", ""],
             ["Zoë", "Martin", "zoe@example.net", "", "en-GB", "Donatrice", "oui", "atelier-lyon, newsletter"],
         ],
+        delimiter=";",
     )
     summary = run_import(session, path)
     assert (summary.created, summary.updated, summary.unchanged, summary.merged, summary.rejected) == (2, 0, 0, 0, 0)
@@ -100,6 +85,7 @@ def test_reimporting_the_same_file_creates_and_changes_nothing(session: Session,
             ["Ann", "Lee", "ann@example.org", "0601", "fr", "bénévole", "oui", "a|b"],
             ["Bob", "Ray", "bob@example.org", "", "en", "donor", "", ""],
         ],
+        delimiter=";",
     )
     run_import(session, path)
     again = run_import(session, path, now=LATER)
@@ -121,6 +107,7 @@ def test_duplicates_differing_only_in_case_are_merged(session: Session, tmp_path
             ["", "Lee", "ANN@example.org", "0699", "", "donateur", "non"],
             ["Anne", "", "Ann@Example.org", "", "", "", ""],
         ],
+        delimiter=";",
     )
     summary = run_import(session, path, chunk_size=chunk_size)
     assert (summary.created, summary.merged, summary.rows) == (2, 2, 4)
@@ -142,7 +129,7 @@ def test_duplicates_differing_only_in_case_are_merged(session: Session, tmp_path
 def test_existing_contact_is_matched_without_regard_to_case(session: Session, tmp_path: Path) -> None:
     create_contact(session, email="ann@example.org", first_name="Ann")
     session.commit()
-    summary = run_import(session, write_csv(tmp_path, [["Email", "Prénom"], ["ANN@Example.org", "Ann"]]))
+    summary = run_import(session, write_csv(tmp_path, [["Email", "Prénom"], ["ANN@Example.org", "Ann"]], delimiter=";"))
     assert (summary.created, summary.updated) == (0, 1)  # the shown address changed
     [ann] = ledger_contacts(session).values()
     assert ann.email == "ANN@example.org"
@@ -164,7 +151,7 @@ def test_blank_never_erases_and_only_real_changes_count_as_updated(
 ) -> None:
     create_contact(session, email="ann@example.org", first_name="Ann", last_name="Lee", phone="0601", language="fr")
     session.commit()
-    summary = run_import(session, write_csv(tmp_path, [HEADER, row]))
+    summary = run_import(session, write_csv(tmp_path, [HEADER, row], delimiter=";"))
     assert (summary.updated, summary.unchanged) == ((1, 0) if updated else (0, 1))
     ann = ledger_contacts(session)["ann@example.org"]
     assert (ann.first_name, ann.last_name, ann.phone) == ("Ann", "Lee", "0601")
@@ -182,7 +169,9 @@ def test_an_opt_in_in_the_file_never_re_subscribes(session: Session, tmp_path: P
         do_not_call=True,
     )
     session.commit()
-    path = write_csv(tmp_path, [["Email", "Désinscrit", "Ne pas appeler"], ["ann@example.org", value, value]])
+    path = write_csv(
+        tmp_path, [["Email", "Désinscrit", "Ne pas appeler"], ["ann@example.org", value, value]], delimiter=";"
+    )
     summary = run_import(session, path, now=LATER)
     assert summary.unchanged == 1
     ann = ledger_contacts(session)["ann@example.org"]
@@ -197,7 +186,9 @@ def test_an_opt_in_in_the_file_never_re_subscribes(session: Session, tmp_path: P
 def test_an_opt_out_in_the_file_is_recorded_once(session: Session, tmp_path: Path) -> None:
     create_contact(session, email="ann@example.org")
     session.commit()
-    path = write_csv(tmp_path, [["Email", "HasOptedOutOfEmail", "DoNotCall"], ["ann@example.org", "1", "1"]])
+    path = write_csv(
+        tmp_path, [["Email", "HasOptedOutOfEmail", "DoNotCall"], ["ann@example.org", "1", "1"]], delimiter=";"
+    )
     assert run_import(session, path).updated == 1
     assert run_import(session, path, now=LATER).unchanged == 1
     ann = ledger_contacts(session)["ann@example.org"]
@@ -220,6 +211,7 @@ def test_owner_is_a_staff_member_found_without_regard_to_case(session: Session, 
             ["cid@example.org", "left@nmh.example.org"],
             ["kept@example.org", ""],
         ],
+        delimiter=";",
     )
     summary = run_import(session, path)
     assert summary.rejects == [
@@ -269,13 +261,13 @@ def test_rejects_file_keeps_the_inputs_encoding_delimiter_and_header(
 
 
 def test_importing_the_fixed_rejects_file_refreshes_it_in_place(session: Session, tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [["Email", "Langue"], ["ann@", "fr"], ["bob@example.org", "klingon"]])
+    path = write_csv(tmp_path, [["Email", "Langue"], ["ann@", "fr"], ["bob@example.org", "klingon"]], delimiter=";")
     first = run_import(session, path)
     rejects_path = tmp_path / "attendees.rejects.csv"
     assert first.rejects_file == rejects_path
     rows = read_rejects(rejects_path, delimiter=";", encoding="utf-8")
     rows[1][0] = "ann@example.org"  # the admin fixes one row in Excel
-    fixed = write_csv(tmp_path, rows, name="attendees.rejects.csv")
+    fixed = write_csv(tmp_path, rows, name="attendees.rejects.csv", delimiter=";")
     second = run_import(session, fixed)
     assert (second.created, second.rejected, second.rejects_file) == (1, 1, rejects_path)
     assert read_rejects(rejects_path, delimiter=";", encoding="utf-8") == [
@@ -305,7 +297,7 @@ def test_on_chunk_gets_each_person_once_inside_the_transaction(session: Session,
             assert chunk_session.get(Contact, contact_id).email_key == row.email_key  # type: ignore[union-attr]
         calls.append(pairs)
 
-    summary = run_import(session, write_csv(tmp_path, rows), chunk_size=2, on_chunk=on_chunk)
+    summary = run_import(session, write_csv(tmp_path, rows, delimiter=";"), chunk_size=2, on_chunk=on_chunk)
     assert [len(pairs) for pairs in calls] == [2, 2, 1]  # the last chunk holds p4 and the duplicate of p0
     assert sorted(row.email_key for pairs in calls for _, row in pairs) == [f"p{n}@example.org" for n in range(5)]
     assert (summary.created, summary.merged) == (5, 1)
@@ -321,15 +313,15 @@ def test_a_failing_chunk_is_rolled_back_and_no_rejects_file_is_left(session: Ses
             raise RuntimeError("plan creation failed")
 
     with pytest.raises(RuntimeError, match="plan creation failed"):
-        run_import(session, write_csv(tmp_path, rows), chunk_size=3, on_chunk=on_chunk)
+        run_import(session, write_csv(tmp_path, rows, delimiter=";"), chunk_size=3, on_chunk=on_chunk)
     assert set(ledger_contacts(session)) == {"p0@example.org", "p1@example.org"}
     assert [p.name for p in tmp_path.iterdir()] == ["attendees.csv"]
-    summary = run_import(session, write_csv(tmp_path, rows), chunk_size=3)
+    summary = run_import(session, write_csv(tmp_path, rows, delimiter=";"), chunk_size=3)
     assert (summary.created, summary.unchanged, summary.rejected) == (2, 2, 1)
 
 
 def test_progress_reaches_the_row_count(session: Session, tmp_path: Path) -> None:
-    path = write_csv(tmp_path, [["Email"]] + [[f"p{n}@example.org"] for n in range(7)] + [[""]])
+    path = write_csv(tmp_path, [["Email"]] + [[f"p{n}@example.org"] for n in range(7)] + [[""]], delimiter=";")
     seen: list[int] = []
     run_import(session, path, chunk_size=3, progress=seen.append)
     assert seen == [3, 6, 7, 8]
@@ -338,13 +330,15 @@ def test_progress_reaches_the_row_count(session: Session, tmp_path: Path) -> Non
 def test_an_erased_contact_is_not_brought_back(session: Session, tmp_path: Path) -> None:
     create_contact(session, email="gone@example.org", erased_at=NOW)
     session.commit()
-    summary = run_import(session, write_csv(tmp_path, [["Email"], ["gone@example.org"]]), now=LATER)
+    summary = run_import(session, write_csv(tmp_path, [["Email"], ["gone@example.org"]], delimiter=";"), now=LATER)
     assert summary.rejects == [Reject(2, "gone@example.org was erased at their request; not imported again")]
 
 
 def test_a_naive_now_is_refused(session: Session, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="aware"):
-        run_import(session, write_csv(tmp_path, [["Email"], ["a@example.org"]]), now=datetime(2026, 1, 1))
+        run_import(
+            session, write_csv(tmp_path, [["Email"], ["a@example.org"]], delimiter=";"), now=datetime(2026, 1, 1)
+        )
 
 
 def test_every_good_row_is_counted_once(session: Session, tmp_path: Path) -> None:
@@ -359,7 +353,7 @@ def test_every_good_row_is_counted_once(session: Session, tmp_path: Path) -> Non
         ["NEW@example.org", ""],
         ["bad", ""],
     ]
-    summary = run_import(session, write_csv(tmp_path, rows))
+    summary = run_import(session, write_csv(tmp_path, rows, delimiter=";"))
     assert (summary.created, summary.updated, summary.unchanged, summary.merged, summary.rejected) == (1, 1, 1, 1, 1)
     assert summary.rows == 5
 

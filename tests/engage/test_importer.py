@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import pytest
+from factories import write_csv
 
 from engage.errors import ImportFileError
 from engage.importer.fields import (
@@ -25,22 +24,6 @@ FRENCH_HEADER = ["Prénom", "Nom", "Courriel", "Téléphone", "Langue", "Rôle"]
 ENGLISH_HEADER = ["First Name", "Last Name", "Email", "Phone", "Language", "Role"]
 DELIMITERS = [",", ";", "\t"]
 ENCODINGS = ["utf-8", "utf-8-sig", "cp1252", "utf-16"]
-
-
-def write_csv(
-    tmp_path: Path,
-    rows: list[list[str]],
-    *,
-    delimiter: str = ",",
-    encoding: str = "utf-8",
-    name: str = "attendees.csv",
-) -> Path:
-    """Write rows as a spreadsheet would export them (CRLF, minimal quoting) and return the file."""
-    buffer = io.StringIO(newline="")
-    csv.writer(buffer, delimiter=delimiter).writerows(rows)
-    path = tmp_path / name
-    path.write_bytes(buffer.getvalue().encode(encoding))
-    return path
 
 
 def read_all(source: AttendeeSource) -> tuple[list[AttendeeRow], list[RejectedRow]]:

@@ -32,17 +32,6 @@ SEED_KEYS = ["donor-followup", "volunteer-followup"]
 VOLUNTEER_FILE = "plan_templates/volunteer-followup.yaml"
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the seed plan templates and email texts in the test's folder, configured as Engage's own."""
-    shutil.copytree(REPO / "plan_templates", tmp_path / "plan_templates")
-    shutil.copytree(REPO / "email_templates", tmp_path / "email_templates")
-    monkeypatch.setenv("ENGAGE_PLAN_TEMPLATES_DIR", str(tmp_path / "plan_templates"))
-    monkeypatch.setenv("ENGAGE_EMAIL_TEMPLATES_DIR", str(tmp_path / "email_templates"))
-    get_settings.cache_clear()
-    return tmp_path
-
-
 def seed_data(key: str = "volunteer-followup") -> dict[str, Any]:
     data = yaml.safe_load((REPO / "plan_templates" / f"{key}.yaml").read_text(encoding="utf-8"))
     assert isinstance(data, dict)

@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from factories import create_contact, create_staff
+from factories import WORKSHOP_DAY, create_contact, create_staff
 from sqlmodel import Session, select
 
 from engage import plans
@@ -14,7 +14,6 @@ from engage.plan_templates.store import current_template
 from engage.settings import PROJECT_ROOT
 from models import Plan, PlanStatus, PlanStep, StepComment, StepStatus
 
-WORKSHOP_DAY = date(2026, 11, 20)  # a Friday
 ENROLLED_AT = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 
 

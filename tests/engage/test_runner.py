@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import email
 import threading
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 
 import pytest
@@ -15,7 +15,6 @@ from engage.errors import RenderError, TransientSendError
 from engage.mail.capture import SmtpCapture
 from models import Call, Delivery, DeliveryState, PlanStep, StepStatus, id_of
 
-WORKSHOP_DAY = date(2026, 11, 20)
 MONDAY_9 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)  # 09:00 in Paris
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import write_csv
 from sqlmodel import Session, select
 
 from engage.db import get_engine
@@ -17,22 +16,6 @@ from models import Contact, Staff
 
 SAMPLE = Path(__file__).resolve().parents[3] / "samples" / "attendees.csv"
 JSON_KEYS = {"source", "rows", "created", "updated", "unchanged", "merged", "rejected", "rejects_file", "rejects"}
-
-
-def write_csv(
-    tmp_path: Path,
-    rows: list[list[str]],
-    *,
-    delimiter: str = ",",
-    encoding: str = "utf-8",
-    name: str = "attendees.csv",
-) -> Path:
-    """Write rows as a spreadsheet would export them and return the file."""
-    buffer = io.StringIO(newline="")
-    csv.writer(buffer, delimiter=delimiter).writerows(rows)
-    path = tmp_path / name
-    path.write_bytes(buffer.getvalue().encode(encoding))
-    return path
 
 
 def contact_keys(db_url: str) -> set[str]:

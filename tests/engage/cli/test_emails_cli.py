@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import pytest
 from sqlmodel import Session
 
 from engage.mail.capture import SmtpCapture
-from engage.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[3]
 EMAIL_STEPS = [
@@ -112,16 +110,6 @@ def test_the_unsubscribe_server_refuses_to_listen_publicly_with_the_placeholder_
 
 
 # --- validation names template, step, language and variable ---------------------------------------------------
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copytree(REPO / "plan_templates", tmp_path / "plan_templates")
-    shutil.copytree(REPO / "email_templates", tmp_path / "email_templates")
-    monkeypatch.setenv("ENGAGE_PLAN_TEMPLATES_DIR", str(tmp_path / "plan_templates"))
-    monkeypatch.setenv("ENGAGE_EMAIL_TEMPLATES_DIR", str(tmp_path / "email_templates"))
-    get_settings.cache_clear()
-    return tmp_path
 
 
 def test_validate_renders_the_emails_and_names_what_is_wrong(cli: Any, workspace: Path) -> None:

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from engage.settings import get_settings
-
 REPO = Path(__file__).resolve().parents[3]
 VOLUNTEER = "plan_templates/volunteer-followup.yaml"
 DONOR = "plan_templates/donor-followup.yaml"
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The seed templates and email texts copied into the test's folder and configured."""
-    shutil.copytree(REPO / "plan_templates", tmp_path / "plan_templates")
-    shutil.copytree(REPO / "email_templates", tmp_path / "email_templates")
-    monkeypatch.setenv("ENGAGE_PLAN_TEMPLATES_DIR", str(tmp_path / "plan_templates"))
-    monkeypatch.setenv("ENGAGE_EMAIL_TEMPLATES_DIR", str(tmp_path / "email_templates"))
-    get_settings.cache_clear()
-    return tmp_path
 
 
 def _edit(path: Path, old: str, new: str) -> None:
