@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -146,5 +148,35 @@ class Settings(BaseSettings):
 
 
 @lru_cache
-def get_settings() -> Settings:
+def _from_environment() -> Settings:
     return Settings()
+
+
+_override: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The settings in force: the environment's (read once per process), or those of `settings_override`."""
+    return _override if _override is not None else _from_environment()
+
+
+#: Read the environment again on the next call (tests change it; a real command is a fresh process).
+get_settings.cache_clear = _from_environment.cache_clear  # type: ignore[attr-defined]
+
+
+@contextmanager
+def settings_override(**changes: Any) -> Iterator[Settings]:
+    """Run with some settings changed, in this process only (every thread sees them); the environment stays as it is.
+
+    The CLI uses it to point an in-process flow at a file's folder, the simulator at its own SMTP capture.
+    """
+    global _override
+    previous = _override
+    unknown = sorted(set(changes) - set(Settings.model_fields))
+    if unknown:
+        raise TypeError(f"no such settings: {', '.join(unknown)}")
+    _override = get_settings().model_copy(update=changes)
+    try:
+        yield _override
+    finally:
+        _override = previous

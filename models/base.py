@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from engage.vocabulary import (
+    FINAL_STATUSES,
+    RELEASING_STATUSES,
+    Community,
+    DeliveryKind,
+    DeliveryState,
+    PlanStatus,
+    StepKind,
+    StepStatus,
+    utcnow,
+)
 
-def utcnow() -> datetime:
-    """The current time, aware, in UTC."""
-    return datetime.now(UTC)
+__all__ = [
+    "FINAL_STATUSES",
+    "RELEASING_STATUSES",
+    "Community",
+    "DeliveryKind",
+    "DeliveryState",
+    "PlanStatus",
+    "StepKind",
+    "StepStatus",
+    "UTCDateTime",
+    "id_of",
+    "utcnow",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -36,59 +56,6 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
-
-
-class StepKind(StrEnum):
-    EMAIL = "email"
-    CALL = "call"
-    TASK = "task"
-
-
-class StepStatus(StrEnum):
-    """Where a plan step is in its life; see DESIGN.md, "Step lifecycle"."""
-
-    WAITING = "waiting"
-    SCHEDULED = "scheduled"
-    RUNNING = "running"
-    OPEN = "open"
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-
-#: Statuses after which a step's dependents may proceed.
-RELEASING_STATUSES = frozenset({StepStatus.DONE, StepStatus.SKIPPED})
-#: Statuses a step never leaves by itself.
-FINAL_STATUSES = frozenset({StepStatus.DONE, StepStatus.SKIPPED, StepStatus.CANCELLED})
-
-
-class PlanStatus(StrEnum):
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-
-class DeliveryKind(StrEnum):
-    EMAIL = "email"
-    INVITE = "invite"
-    UPDATE = "update"
-    CANCEL = "cancel"
-
-
-class DeliveryState(StrEnum):
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-
-class Community(StrEnum):
-    VOLUNTEER = "volunteer"
-    DONOR = "donor"
-    MEMBER = "member"
-    BENEFICIARY = "beneficiary"
 
 
 class _HasId(Protocol):

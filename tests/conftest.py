@@ -21,6 +21,17 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+FLOW_TESTS = Path(__file__).resolve().parent / "flows"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `flows` every test that runs Prefect flows: those of tests/flows/ and those using the Prefect server."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if item.path.is_relative_to(FLOW_TESTS) or "prefect_api" in fixtures or "prefect" in fixtures:
+            item.add_marker(pytest.mark.flows)
+
+
 def _postgres_unavailable_reason() -> str | None:
     try:
         engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")

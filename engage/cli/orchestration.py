@@ -37,24 +37,19 @@ def enroll(
     as_json: bool = JsonOption,
 ) -> None:
     """Enroll a workshop's attendees in their plans (the enroll flow, run here)."""
-    from flows.enroll import Attendees
-    from flows.enroll import enroll as enroll_flow
+    from engage.local import flows
 
-    if not attendees.is_file():
-        raise EngageError(f"{attendees}: no such file")
-    staff = acting_email(as_email)
-    os.environ["ENGAGE_INBOX_DIR"] = str(attendees.resolve().parent)
-    get_settings.cache_clear()
-    request = Attendees(
-        attendees=attendees.name,
+    result = flows.enroll(
+        attendees=attendees,
+        template=template,
         workshop=workshop,
-        date=parse_day(on, "--date"),
+        on=parse_day(on, "--date"),
         place=place,
-        applied_by=staff,
+        applied_by=acting_email(as_email),
         column_map=_pairs(mapping, "--map"),
         role_templates=_pairs(roles, "--role"),
+        now=parse_now(now_text),
     )
-    result = enroll_flow(request, template=template, now=parse_now(now_text))
     if as_json:
         print_json(result)
         return
@@ -67,9 +62,9 @@ def enroll(
 
 def run_due(now_text: str | None = NowOption, as_json: bool = JsonOption) -> None:
     """Run every plan step that is due now (the run-due-steps flow, run here)."""
-    from flows.run_due_steps import run_due_steps
+    from engage.local import flows
 
-    result = run_due_steps(now=parse_now(now_text))
+    result = flows.run_due(now=parse_now(now_text))
     if as_json:
         print_json(result)
     else:
@@ -85,8 +80,8 @@ def retry(
 ) -> None:
     """Put failed steps back on the schedule and run them now; what already went out is never sent again."""
     from engage import db
+    from engage.local import flows
     from engage.plans.actions import retry_steps
-    from flows.run_due_steps import run_due_steps
 
     if sum((failed, bool(step), run is not None)) != 1:
         raise EngageError("say what to retry: --failed, --step ID or --run FLOW_RUN_ID (one of them)")
@@ -97,7 +92,7 @@ def retry(
         count = len(retried)
     result: dict[str, object] = {"retried": count}
     if count:
-        result |= run_due_steps(now=now)
+        result |= flows.run_due(now=now)
     if as_json:
         print_json(result)
     else:

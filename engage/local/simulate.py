@@ -6,10 +6,8 @@ of the workshop, then run-due-steps at each due time, with a local SMTP capture 
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -20,9 +18,10 @@ from sqlmodel import Session, col, func, select
 
 from engage import db
 from engage.errors import NotFoundError
+from engage.local import flows
 from engage.mail.capture import SmtpCapture
 from engage.plans.actions import complete_task
-from engage.settings import get_settings
+from engage.settings import get_settings, settings_override
 from engage.staff import add_staff, get_staff
 from models import Call, Delivery, DeliveryKind, DeliveryState, Plan, PlanStep, StepKind, StepStatus, Workshop
 
@@ -69,23 +68,6 @@ class SimulationResult:
             "enrollment": self.enrollment,
             "timeline": [{"date": day.isoformat(), "events": events} for day, events in self.timeline],
         }
-
-
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Point the settings at the capture for the simulation only."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
 
 
 def _ensure_staff(email: str) -> None:
@@ -141,36 +123,32 @@ def simulate(
     on_day: Callable[[date, list[str]], None] | None = None,
 ) -> SimulationResult:
     """Play a workshop's plans through ``days`` simulated days; running it again sends nothing twice."""
-    from flows.enroll import Attendees, enroll
-    from flows.run_due_steps import run_due_steps
-
     tz = ZoneInfo(get_settings().timezone)
     start = datetime.combine(on, ENROLLED_AT, tzinfo=tz).astimezone(UTC)
     end = datetime.combine(on + timedelta(days=days), time(23, 59), tzinfo=tz).astimezone(UTC)
     db.ensure_schema()
     with (
         SmtpCapture(outbox) as capture,
-        _environment(
-            ENGAGE_SMTP_HOST="127.0.0.1",
-            ENGAGE_SMTP_PORT=str(capture.port),
-            ENGAGE_SMTP_SECURITY="none",
-            ENGAGE_SMTP_USER="",
-            ENGAGE_PREFECT_DEPLOYMENTS="never",
-            ENGAGE_INBOX_DIR=str(attendees.resolve().parent),
+        settings_override(
+            smtp_host="127.0.0.1",
+            smtp_port=capture.port,
+            smtp_security="none",
+            smtp_user=None,
+            smtp_password=None,
+            smtp_password_block=None,
+            prefect_deployments="never",
         ),
     ):
         _ensure_staff(staff_email)
         before = _snapshot(workshop, on, outbox)
-        enrollment = enroll(
-            Attendees(
-                attendees=attendees.name,
-                workshop=workshop,
-                date=on,
-                place=place,
-                applied_by=staff_email,
-                role_templates=role_templates or {},
-            ),
+        enrollment = flows.enroll(
+            attendees=attendees,
             template=template,
+            workshop=workshop,
+            on=on,
+            place=place,
+            applied_by=staff_email,
+            role_templates=role_templates,
             now=start,
         )
         with db.session_scope(readonly=True) as session:
@@ -187,7 +165,7 @@ def simulate(
             if complete_calls:
                 _complete_open_calls(workshop_id, now, staff_email)
             if due is not None and due <= now:
-                run_due_steps(now=now)
+                flows.run_due(now=now)
         with db.session_scope(readonly=True) as session:
             result = _result(session, workshop_id, outbox)
     if before is not None:
