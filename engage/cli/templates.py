@@ -9,13 +9,12 @@ import typer
 from rich import box
 from rich.table import Table
 from rich.text import Text
-from sqlmodel import select
 
 from engage import plan_templates
 from engage.cli._common import JsonOption, console, err_console, ledger, print_json
-from engage.errors import NotFoundError, TemplateError
+from engage.errors import TemplateError
+from engage.plan_templates.store import template_version
 from engage.settings import get_settings
-from models import PlanTemplate
 
 app = typer.Typer(help="Plan templates: list, validate and show them.", no_args_is_help=True)
 
@@ -90,15 +89,7 @@ def show(
 ) -> None:
     """Show a template's steps, with the day each one falls on as staff count it."""
     with ledger() as session:
-        if version is None:
-            row = plan_templates.current_template(session=session, key=key)
-        else:
-            found = session.exec(
-                select(PlanTemplate).where(PlanTemplate.key == key, PlanTemplate.version == version)
-            ).first()
-            if found is None:
-                raise NotFoundError(f'no version {version} of plan template "{key}" in the ledger')
-            row = found
+        row = template_version(session=session, key=key, version=version)
     spec = plan_templates.spec_of(row)
     days = spec.nominal_days()
     steps = [

@@ -112,3 +112,13 @@ def current_template(*, session: Session, key: str, directory: Path | None = Non
             f'no plan template "{key}" in {display_path(directory)}; known: {", ".join(known) or "none"}'
         )
     return _ensure_version(session, load_template(path), path)
+
+
+def template_version(*, session: Session, key: str, version: int | None = None) -> PlanTemplate:
+    """A stored version of a template: ``version``, or (when None) the file's current content, synced first."""
+    if version is None:
+        return current_template(session=session, key=key)
+    found = session.exec(select(PlanTemplate).where(PlanTemplate.key == key, PlanTemplate.version == version)).first()
+    if found is None:
+        raise NotFoundError(f'no version {version} of plan template "{key}" in the ledger')
+    return found
