@@ -1,17 +1,17 @@
-"""Staff members: who acts, who owns contacts, who is assigned tasks."""
+"""Staff members: who acts, who owns contacts, who is assigned tasks.
+
+Deactivating one hands their open tasks and contacts over: :mod:`engage.plans.handover`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult
-from sqlmodel import Session, col, select, update
+from sqlmodel import Session, col, select
 
 from engage.errors import EngageError, InvalidStateError, NotFoundError
 from engage.rules.clock import parse_days, parse_hours, zone
-from models import FINAL_STATUSES, Contact, PlanStep, Staff, utcnow
+from models import Staff
 from models.staff import DEFAULT_WORK_DAYS
 
 
@@ -70,36 +70,3 @@ def list_staff(*, session: Session, include_inactive: bool = True) -> list[Staff
     if not include_inactive:
         query = query.where(col(Staff.active).is_(True))
     return list(session.exec(query))
-
-
-@dataclass(frozen=True)
-class Handover:
-    tasks: int
-    contacts: int
-
-
-def deactivate_staff(*, session: Session, email: str, reassign_to: str, now: datetime | None = None) -> Handover:
-    """Deactivate a staff member and move their open tasks and owned contacts to another, in one transaction."""
-    leaving = get_staff(session=session, email=email)
-    successor = get_staff(session=session, email=reassign_to, active_only=True)
-    if successor.id == leaving.id:
-        raise EngageError("--reassign-to must name someone else")
-    now = now or utcnow()
-    final = [status.value for status in FINAL_STATUSES]
-    tasks = cast(
-        CursorResult[Any],
-        session.execute(
-            update(PlanStep)
-            .where(col(PlanStep.assignee_id) == leaving.id, col(PlanStep.status).not_in(final))
-            .values(assignee_id=successor.id, assignee_fallback=False, updated_at=now)
-        ),
-    ).rowcount
-    contacts = cast(
-        CursorResult[Any],
-        session.execute(
-            update(Contact).where(col(Contact.owner_id) == leaving.id).values(owner_id=successor.id, updated_at=now)
-        ),
-    ).rowcount
-    leaving.active = False
-    session.add(leaving)
-    return Handover(tasks=tasks, contacts=contacts)

@@ -45,17 +45,18 @@ def enroll(
 
 
 def release_calls(session: Session, enrolled: list[Plan]) -> list[PlanStep]:
-    """Complete every step before the call, each on its due time, as the runner would; return the call steps."""
+    """Complete every step before the call, each on its due time, as the runner does; return the call steps."""
     session.commit()
     calls = []
     for plan in enrolled:
+        finisher = plans.StepFinisher(session=session, plans=[plan])
         for step in plans.plan_steps(session=session, plan_id=plan.id or 0):
             if step.kind == StepKind.CALL:
                 calls.append(step)
                 continue
-            session.refresh(step)
+            # The finisher gave the step the date its parent's completion released: no refresh needed.
             assert step.due_at is not None, f"{step.step_key} has no date"
-            plans.finish_step(session=session, step=step, status=StepStatus.DONE, now=step.due_at)
+            finisher.finish(step, StepStatus.DONE, step.due_at)
     session.commit()
     for step in calls:
         session.refresh(step)

@@ -58,19 +58,17 @@ def apply_seed_plans(
 
     found, _ = plans.get_or_create_workshop(session=session, name=workshop, on=WORKSHOP_DAY, place=place)
     version = current_template(session=session, key=template)
-    created = []
-    for fields in contacts:
-        plan, _ = plans.apply_template(
-            session=session,
-            template=version,
-            contact=create_contact(session, **fields),
-            enrollment_key=found.enrollment_key,
-            started_on=WORKSHOP_DAY,
-            applied_by=applier,
-            workshop_id=found.id,
-            now=ENROLLED_AT,
-        )
-        created.append(plan)
+    requests = [(create_contact(session, **fields), version) for fields in contacts]
+    applied = plans.apply_templates(
+        session=session,
+        requests=requests,
+        enrollment_key=found.enrollment_key,
+        started_on=WORKSHOP_DAY,
+        applied_by=applier,
+        workshop_id=found.id,
+        now=ENROLLED_AT,
+    )
+    created = [plans.get_plan(session=session, plan_id=plan.plan_id) for plan in applied]
     session.commit()
     return created
 

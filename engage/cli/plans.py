@@ -5,24 +5,25 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from engage import plans as plan_ops
-from engage.cli._calls import follow_calls, tell_calendars
+from engage import db
 from engage.cli._common import (
     AsOption,
     JsonOption,
     NowOption,
     acting_email,
     console,
+    err_console,
     ledger,
     local_text,
     parse_day,
     parse_now,
     print_json,
 )
-from engage.contacts.lookup import get_contact, get_contact_by_id
-from engage.plan_templates.store import current_template
-from engage.staff import get_staff
-from models import Plan, PlanStep, Staff, id_of
+from engage.contacts.lookup import get_contact_by_id
+from engage.plans import operations
+from engage.plans.operations import Invites
+from engage.plans.queries import get_plan, list_plans, plan_steps
+from models import Plan, PlanStep, Staff
 
 app = typer.Typer(help="Plans: a template applied to one contact.", no_args_is_help=True)
 
@@ -56,6 +57,16 @@ def plan_json(plan: Plan) -> dict[str, object]:
     }
 
 
+def print_invites(invites: Invites, *, as_json: bool = False) -> None:
+    """Say what went to the calendars after a change; with ``--json``, on stderr: stdout holds the JSON alone."""
+    if invites.warning:
+        err_console.print(f"[yellow]warning:[/yellow] {invites.warning}", highlight=False, soft_wrap=True)
+    elif invites.sent:
+        (err_console if as_json else console).print(
+            f"calendar: {invites.requests} invites and {invites.cancels} cancellations sent"
+        )
+
+
 @app.command("apply")
 def apply(
     template: str = typer.Argument(..., help="Template key, e.g. volunteer-followup."),
@@ -68,40 +79,21 @@ def apply(
 ) -> None:
     """Apply a plan template to one contact (NPSP's "new engagement plan")."""
     now = parse_now(now_text)
-    started_on = parse_day(on, "--date") if on else now.date()
-    with ledger() as session:
-        applier = get_staff(session=session, email=acting_email(as_email), active_only=True)
-        contact = get_contact(session=session, email=email)
-        version = current_template(session=session, key=template)
-        if workshop:
-            found, _ = plan_ops.get_or_create_workshop(
-                session=session, name=workshop, on=started_on, template_key=template
-            )
-            enrollment_key, workshop_id = found.enrollment_key, found.id
-        else:
-            enrollment_key, workshop_id = f"manual:{started_on.isoformat()}", None
-        plan, created = plan_ops.apply_template(
-            session=session,
-            template=version,
-            contact=contact,
-            enrollment_key=enrollment_key,
-            started_on=started_on,
-            applied_by=applier,
-            workshop_id=workshop_id,
-            now=now,
-        )
-        payload = plan_json(plan) | {"created": created}
-        if created:  # a call that counts from the plan start has its date now: it goes into a calendar
-            steps = plan_ops.plan_steps(session=session, plan_id=id_of(plan))
-            follow_calls(session, now, [step.id for step in steps if step.id is not None])
+    started_on = parse_day(on, "--date") if on else None
+    by = acting_email(as_email)
+    db.ensure_schema()
+    applied = operations.apply_plan(
+        template_key=template, contact_email=email, by=by, started_on=started_on, workshop=workshop, now=now
+    )
+    plan = applied.plan
     if as_json:
-        print_json(payload)
-    elif created:
-        console.print(f"plan {plan.id}: {template} applied to {contact.email}")
+        print_json(plan_json(plan) | {"created": applied.created})
+    elif applied.created:
+        console.print(f"plan {plan.id}: {template} applied to {applied.contact_email}")
     else:
-        console.print(f"plan {plan.id} already exists for {contact.email} ({template}, {enrollment_key}); nothing done")
-    if created:
-        tell_calendars(now)
+        where = f"{template}, {plan.enrollment_key}"
+        console.print(f"plan {plan.id} already exists for {applied.contact_email} ({where}); nothing done")
+    print_invites(applied.invites, as_json=as_json)
 
 
 @app.command("list")
@@ -113,7 +105,7 @@ def list_(
 ) -> None:
     """List plans with their contact and progress."""
     with ledger(readonly=True) as session:
-        rows = plan_ops.list_plans(session=session, workshop=workshop, status=status, template=template)
+        rows = list_plans(session=session, workshop=workshop, status=status, template=template)
     if as_json:
         print_json(
             [
@@ -147,11 +139,11 @@ def list_(
 def show(plan_id: int = typer.Argument(..., help="Plan id."), as_json: bool = JsonOption) -> None:
     """Show one plan and its steps."""
     with ledger(readonly=True) as session:
-        plan = plan_ops.get_plan(session=session, plan_id=plan_id)
+        plan = get_plan(session=session, plan_id=plan_id)
         contact_email = get_contact_by_id(session=session, contact_id=plan.contact_id).email
         steps = [
             (step, session.get(Staff, step.assignee_id) if step.assignee_id else None)
-            for step in plan_ops.plan_steps(session=session, plan_id=plan_id)
+            for step in plan_steps(session=session, plan_id=plan_id)
         ]
     if as_json:
         print_json(plan_json(plan) | {"contact": contact_email, "steps": [step_json(s, a) for s, a in steps]})
@@ -181,8 +173,7 @@ def cancel(
 ) -> None:
     """Cancel a plan: every step not yet finished is cancelled (its calls leave their assignees' calendars)."""
     now = parse_now(now_text)
-    with ledger() as session:
-        cancelled = plan_ops.cancel_plan(session=session, plan_id=plan_id, reason=reason, now=now)
-        follow_calls(session, now, [step.id for step in cancelled if step.id is not None])
-    console.print(f"plan {plan_id} cancelled ({len(cancelled)} steps cancelled)")
-    tell_calendars(now)
+    db.ensure_schema()
+    cancelled = operations.cancel_plan(plan_id=plan_id, reason=reason, now=now)
+    console.print(f"plan {plan_id} cancelled ({len(cancelled.cancelled)} steps cancelled)")
+    print_invites(cancelled.invites)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
+from engage import db
 from engage import staff as staff_ops
 from engage.cli._common import JsonOption, console, ledger, print_json
-from models import Staff
+from engage.cli.plans import print_invites
+from engage.plans import operations
+from models import Staff, utcnow
 
 app = typer.Typer(help="Staff members: who owns contacts and works tasks.", no_args_is_help=True)
 
@@ -77,18 +80,12 @@ def deactivate(
     as_json: bool = JsonOption,
 ) -> None:
     """Deactivate a staff member and hand their open tasks and contacts to another, in one go."""
-    from engage.cli._calls import follow_calls, tell_calendars
-    from models import utcnow
-
-    now = utcnow()
-    with ledger() as session:
-        handover = staff_ops.deactivate_staff(session=session, email=email, reassign_to=reassign_to, now=now)
-        # Their calls move with the tasks: a CANCEL to the one leaving, a REQUEST to the one taking over.
-        follow_calls(session, now)
-    tell_calendars(now)
+    db.ensure_schema()
+    # Their calls move with the tasks: a CANCEL to the one leaving, a REQUEST to the one taking over.
+    done = operations.deactivate_staff(email=email, reassign_to=reassign_to, now=utcnow())
     if as_json:
-        print_json({"tasks": handover.tasks, "contacts": handover.contacts})
+        print_json({"tasks": done.tasks, "contacts": done.contacts})
     else:
-        console.print(
-            f"{email} deactivated; {handover.tasks} open tasks and {handover.contacts} contacts now with {reassign_to}"
-        )
+        handed = f"{done.tasks} open tasks and {done.contacts} contacts"
+        console.print(f"{email} deactivated; {handed} now with {reassign_to}")
+    print_invites(done.invites, as_json=as_json)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from engage import plans as plan_ops
-from engage.cli._calls import follow_calls, tell_calendars
+from engage import db
 from engage.cli._common import (
     AsOption,
     JsonOption,
@@ -19,10 +18,11 @@ from engage.cli._common import (
     parse_now,
     print_json,
 )
-from engage.cli.plans import step_json
+from engage.cli.plans import print_invites, step_json
 from engage.errors import EngageError
-from engage.staff import get_staff
-from models import PlanStep
+from engage.plans import operations
+from engage.plans.operations import TaskChange
+from engage.plans.queries import list_tasks
 
 app = typer.Typer(help="Tasks: the steps of plans, as staff see and work them.", no_args_is_help=True)
 
@@ -43,7 +43,7 @@ def list_(
     """List upcoming and overdue tasks (steps still waiting for an earlier step are not listed)."""
     now = parse_now(now_text)
     with ledger(readonly=True) as session:
-        rows = plan_ops.list_tasks(
+        rows = list_tasks(
             session=session,
             now=now,
             assignee=assignee,
@@ -88,15 +88,10 @@ def list_(
     console.print(f"{len(rows)} tasks")
 
 
-def _with_released(task_id: int, released: list[PlanStep]) -> list[int]:
-    """The task and the steps it released: the calls among them follow."""
-    return [task_id, *(step.id for step in released if step.id is not None)]
-
-
-def _released_text(released: list[PlanStep]) -> str:
-    if not released:
+def _released_text(change: TaskChange) -> str:
+    if not change.released:
         return ""
-    return "; next: " + ", ".join(f"{s.name} due {local_text(s.due_at)}" for s in released)
+    return "; next: " + ", ".join(f"{s.name} due {local_text(s.due_at)}" for s in change.released)
 
 
 @app.command("complete")
@@ -107,14 +102,11 @@ def complete(
     now_text: str | None = NowOption,
 ) -> None:
     """Record a call or task as done; the next step of the plan is scheduled from now."""
-    now = parse_now(now_text)
-    with ledger() as session:
-        by = get_staff(session=session, email=acting_email(as_email))
-        released = plan_ops.complete_task(session=session, step_id=task_id, outcome=outcome, by=by, now=now)
-        follow_calls(session, now, _with_released(task_id, released))
-        message = f"task {task_id} done" + _released_text(released)
-    console.print(message)
-    tell_calendars(now)
+    by, now = acting_email(as_email), parse_now(now_text)
+    db.ensure_schema()
+    change = operations.complete_task(task_id=task_id, outcome=outcome, by=by, now=now)
+    console.print(f"task {task_id} done" + _released_text(change))
+    print_invites(change.invites)
 
 
 @app.command("skip")
@@ -125,14 +117,11 @@ def skip(
     now_text: str | None = NowOption,
 ) -> None:
     """Give up on a task and release the steps that wait for it."""
-    now = parse_now(now_text)
-    with ledger() as session:
-        by = get_staff(session=session, email=acting_email(as_email))
-        released = plan_ops.skip_task(session=session, step_id=task_id, reason=reason, by=by, now=now)
-        follow_calls(session, now, _with_released(task_id, released))
-        message = f"task {task_id} skipped" + _released_text(released)
-    console.print(message)
-    tell_calendars(now)
+    by, now = acting_email(as_email), parse_now(now_text)
+    db.ensure_schema()
+    change = operations.skip_task(task_id=task_id, reason=reason, by=by, now=now)
+    console.print(f"task {task_id} skipped" + _released_text(change))
+    print_invites(change.invites)
 
 
 @app.command("resolve")
@@ -148,18 +137,15 @@ def resolve(
     """Say whether an email in doubt after a crash went out; nothing is ever sent twice without a person asking."""
     if sent == resend:
         raise EngageError("say --sent or --resend")
-    now = parse_now(now_text)
-    with ledger() as session:
-        by = get_staff(session=session, email=acting_email(as_email))
-        steps = plan_ops.resolve_unknown(session=session, step_id=task_id, went_out=sent, now=now, by=by)
-        follow_calls(session, now, _with_released(task_id, steps))
-        message = (
-            f"task {task_id} recorded as sent" + _released_text(steps)
-            if sent
-            else f"task {task_id} will be sent again at the next run (engage run-due)"
-        )
-    console.print(message)
-    tell_calendars(now)
+    by, now = acting_email(as_email), parse_now(now_text)
+    db.ensure_schema()
+    change = operations.resolve_unknown(task_id=task_id, went_out=sent, by=by, now=now)
+    console.print(
+        f"task {task_id} recorded as sent" + _released_text(change)
+        if sent
+        else f"task {task_id} will be sent again at the next run (engage run-due)"
+    )
+    print_invites(change.invites)
 
 
 @app.command("reassign")
@@ -170,12 +156,11 @@ def reassign(
 ) -> None:
     """Give a task to another staff member (a call moves to their calendar: a cancel to one, an invite to the other)."""
     now = parse_now(now_text)
-    with ledger() as session:
-        step, previous = plan_ops.reassign_task(session=session, step_id=task_id, email=email, now=now)
-        follow_calls(session, now, [task_id])
-        message = f"task {step.id} reassigned from {previous.email if previous else 'nobody'} to {email}"
-    console.print(message)
-    tell_calendars(now)
+    db.ensure_schema()
+    change = operations.reassign_task(task_id=task_id, to=email, now=now)
+    previous = change.previous_assignee.email if change.previous_assignee else "nobody"
+    console.print(f"task {change.task.id} reassigned from {previous} to {email}")
+    print_invites(change.invites)
 
 
 @app.command("reschedule")
@@ -185,13 +170,11 @@ def reschedule(
     now_text: str | None = NowOption,
 ) -> None:
     """Move a task to another day (a call gets a slot that day and its invite is updated)."""
-    now = parse_now(now_text)
-    with ledger() as session:
-        step = plan_ops.reschedule_task(session=session, step_id=task_id, on=parse_day(on, "DATE"), now=now)
-        follow_calls(session, now, [task_id])
-        message = f"task {step.id} now due {local_text(step.due_at)}"
-    console.print(message)
-    tell_calendars(now)
+    day, now = parse_day(on, "DATE"), parse_now(now_text)
+    db.ensure_schema()
+    change = operations.reschedule_task(task_id=task_id, on=day, now=now)
+    console.print(f"task {change.task.id} now due {local_text(change.task.due_at)}")
+    print_invites(change.invites)
 
 
 @app.command("comment")
@@ -202,9 +185,9 @@ def comment(
     now_text: str | None = NowOption,
 ) -> None:
     """Leave a note on a task."""
-    with ledger() as session:
-        by = get_staff(session=session, email=acting_email(as_email))
-        plan_ops.comment_task(session=session, step_id=task_id, text=text, by=by, now=parse_now(now_text))
+    by, now = acting_email(as_email), parse_now(now_text)
+    db.ensure_schema()
+    operations.comment_task(task_id=task_id, text=text, by=by, now=now)
     console.print(f"comment added to task {task_id}")
 
 
@@ -218,18 +201,11 @@ def follow_up(
     as_json: bool = JsonOption,
 ) -> None:
     """Add a new task to the same plan."""
-    with ledger() as session:
-        by = get_staff(session=session, email=acting_email(as_email))
-        step = plan_ops.add_follow_up(
-            session=session,
-            step_id=task_id,
-            on=parse_day(due, "--due"),
-            subject=subject,
-            by=by,
-            now=parse_now(now_text),
-        )
-        payload = step_json(step)
+    by, day, now = acting_email(as_email), parse_day(due, "--due"), parse_now(now_text)
+    db.ensure_schema()
+    change = operations.add_follow_up(task_id=task_id, on=day, subject=subject, by=by, now=now)
     if as_json:
-        print_json(payload)
+        print_json(step_json(change.task))
     else:
-        console.print(f"task {payload['id']} added: {subject}, due {local_text(step.due_at)}")
+        console.print(f"task {change.task.id} added: {subject}, due {local_text(change.task.due_at)}")
+    print_invites(change.invites, as_json=as_json)

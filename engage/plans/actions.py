@@ -1,21 +1,33 @@
-"""What staff do to plans and steps: complete, skip, reassign, reschedule, comment, follow up, cancel, retry."""
+"""What staff do to plans and steps, in the caller's transaction: complete, skip, resolve, reassign, reschedule,
+comment, follow up, cancel, retry.
+
+Each operation that changes steps owns what follows: a step finishes through the step lifecycle
+(:class:`~engage.plans.lifecycle.StepFinisher`), and the calls of the steps changed or released are brought in line
+(:func:`~engage.plans.calls.sync_calls`) in the same transaction, so their invites are pending when it commits.
+:mod:`engage.plans.operations` runs each in a transaction of its own and sends those invites once it is committed.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, col, func, select
 
-from engage.errors import EngageError, InvalidStateError
+from engage.errors import EngageError, InvalidStateError, NotFoundError
 from engage.plan_templates.store import plan_spec
-from engage.plans.lifecycle import finish_step
+from engage.plans.calls import sync_calls
+from engage.plans.lifecycle import StepFinisher, StepRow
 from engage.plans.queries import get_plan, get_step, plan_steps
 from engage.rules.due import CalendarRules, independent_due_at
 from engage.staff import get_staff
 from models import (
     FINAL_STATUSES,
+    Delivery,
+    DeliveryState,
+    Plan,
     PlanStatus,
     PlanStep,
     Staff,
@@ -26,8 +38,34 @@ from models import (
 )
 
 
+def _step_to_change(session: Session, step_id: int) -> PlanStep:
+    """The step as the database has it now, locked until the transaction ends (PostgreSQL; SQLite has one writer).
+
+    Two staff members acting on one task at once take turns: the second sees what the first did.
+    """
+    step = session.get(PlanStep, step_id, with_for_update=True, populate_existing=True)
+    if step is None:
+        raise NotFoundError(f"no task {step_id}")
+    return step
+
+
+def _follow_calls(session: Session, now: datetime, step_ids: Iterable[int | None]) -> None:
+    """Bring the calls of these steps in line with them: their invites are pending once the transaction commits."""
+    sync_calls(session=session, now=now, step_ids=[step_id for step_id in step_ids if step_id is not None])
+
+
+def _finish(session: Session, step: PlanStep, status: StepStatus, now: datetime, **details: Any) -> list[StepRow]:
+    """Finish a step through the lifecycle, and bring the calls of the step and of the steps released in line."""
+    plan = session.get(Plan, step.plan_id, populate_existing=True)
+    if plan is None:  # a foreign key makes this impossible short of a broken database
+        raise NotFoundError(f"no plan {step.plan_id}")
+    released = StepFinisher(session=session, plans=[plan]).finish(step, status, now, **details)
+    _follow_calls(session, now, [step.id, *(row.id for row in released)])
+    return released
+
+
 def cancel_plan(*, session: Session, plan_id: int, reason: str, now: datetime) -> list[PlanStep]:
-    """Cancel a plan and every step not yet finished; returns the steps cancelled."""
+    """Cancel a plan and every step not yet finished (their calls leave the calendars); returns the steps cancelled."""
     plan = get_plan(session=session, plan_id=plan_id)
     if plan.status != PlanStatus.ACTIVE:
         raise InvalidStateError(f"plan {plan_id} is {plan.status}, not active")
@@ -46,14 +84,15 @@ def cancel_plan(*, session: Session, plan_id: int, reason: str, now: datetime) -
             step.updated_at = now
             session.add(step)
             cancelled.append(step)
+    _follow_calls(session, now, (step.id for step in cancelled))
     return cancelled
 
 
 def complete_task(
     *, session: Session, step_id: int, now: datetime, outcome: str | None = None, by: Staff | None = None
-) -> list[PlanStep]:
+) -> list[StepRow]:
     """Record that staff did a call or task step; release the next steps. Returns the released steps."""
-    step = get_step(session=session, step_id=step_id)
+    step = _step_to_change(session, step_id)
     if step.kind == StepKind.EMAIL:
         raise InvalidStateError(
             f"task {step_id} is an email step: it completes when the email is sent (skip it with engage tasks skip)"
@@ -62,22 +101,22 @@ def complete_task(
         raise InvalidStateError(f"task {step_id} is already {step.status}")
     if step.status == StepStatus.WAITING:
         raise InvalidStateError(f"task {step_id} is still waiting for the step before it")
-    return finish_step(session=session, step=step, status=StepStatus.DONE, now=now, outcome=outcome, by=by)
+    return _finish(session, step, StepStatus.DONE, now, outcome=outcome, by=by)
 
 
-def skip_task(*, session: Session, step_id: int, reason: str, now: datetime, by: Staff | None = None) -> list[PlanStep]:
-    """Give up on a step (with a reason) and release its dependents."""
-    step = get_step(session=session, step_id=step_id)
+def skip_task(*, session: Session, step_id: int, reason: str, now: datetime, by: Staff | None = None) -> list[StepRow]:
+    """Give up on a step (with a reason) and release its dependents. Returns the released steps."""
+    step = _step_to_change(session, step_id)
     if not reason.strip():
         raise EngageError("say why the task is skipped (--reason TEXT)")
     if step.status in FINAL_STATUSES:
         raise InvalidStateError(f"task {step_id} is already {step.status}")
-    return finish_step(session=session, step=step, status=StepStatus.SKIPPED, now=now, reason=reason.strip(), by=by)
+    return _finish(session, step, StepStatus.SKIPPED, now, reason=reason.strip(), by=by)
 
 
 def reassign_task(*, session: Session, step_id: int, email: str, now: datetime) -> tuple[PlanStep, Staff | None]:
-    """Give a step to another active staff member; returns (step, previous assignee)."""
-    step = get_step(session=session, step_id=step_id)
+    """Give a step to another active staff member (its call moves to their calendar); returns (step, previous)."""
+    step = _step_to_change(session, step_id)
     if step.status in FINAL_STATUSES:
         raise InvalidStateError(f"task {step_id} is already {step.status}")
     new = get_staff(session=session, email=email, active_only=True)
@@ -86,12 +125,13 @@ def reassign_task(*, session: Session, step_id: int, email: str, now: datetime) 
     step.assignee_fallback = False
     step.updated_at = now
     session.add(step)
+    _follow_calls(session, now, [step.id])
     return step, previous
 
 
 def reschedule_task(*, session: Session, step_id: int, on: date, now: datetime) -> PlanStep:
     """Move a step with a real date to another day (the start of that day's send window or working hours)."""
-    step = get_step(session=session, step_id=step_id)
+    step = _step_to_change(session, step_id)
     if step.status == StepStatus.WAITING:
         raise InvalidStateError(f"task {step_id} is waiting for the step before it: its date is not known yet")
     if step.status not in (StepStatus.SCHEDULED, StepStatus.OPEN, StepStatus.FAILED):
@@ -103,6 +143,7 @@ def reschedule_task(*, session: Session, step_id: int, on: date, now: datetime) 
         step.status = StepStatus.SCHEDULED
     step.updated_at = now
     session.add(step)
+    _follow_calls(session, now, [step.id])
     return step
 
 
@@ -112,6 +153,7 @@ def _start_of_day(on: date, rules: CalendarRules) -> datetime:
 
 
 def comment_task(*, session: Session, step_id: int, text: str, by: Staff | None, now: datetime) -> StepComment:
+    """Leave a note on a step."""
     step = get_step(session=session, step_id=step_id)
     if not text.strip():
         raise EngageError("a comment needs some text")
@@ -155,6 +197,7 @@ def add_follow_up(*, session: Session, step_id: int, on: date, subject: str, by:
         plan.completed_at = None
         session.add(plan)
     session.flush()
+    _follow_calls(session, now, [follow_up.id])
     return follow_up
 
 
@@ -195,19 +238,18 @@ def retry_steps(
         step.completed_at = None
         step.updated_at = now
         session.add(step)
+    _follow_calls(session, now, (step.id for step in steps))
     return steps
 
 
 def resolve_unknown(
     *, session: Session, step_id: int, went_out: bool, now: datetime, by: Staff | None = None
-) -> list[PlanStep]:
+) -> list[StepRow]:
     """Staff say whether a send in doubt went out: `sent` records it and releases the next step, or send again.
 
-    Returns the steps released (for `went_out`) or the step scheduled again.
+    Returns the steps released (none when the step is to be sent again).
     """
-    from models import Delivery, DeliveryState
-
-    step = get_step(session=session, step_id=step_id)
+    step = _step_to_change(session, step_id)
     if step.status != StepStatus.UNKNOWN:
         raise InvalidStateError(f"task {step_id} is {step.status}, not unknown: nothing to resolve")
     doubtful = session.exec(
@@ -219,14 +261,7 @@ def resolve_unknown(
             delivery.sent_at = delivery.sent_at or now
             delivery.smtp_response = (delivery.smtp_response or "") + " (confirmed by staff)"
             session.add(delivery)
-        return finish_step(
-            session=session,
-            step=step,
-            status=StepStatus.DONE,
-            now=now,
-            by=by,
-            outcome="sent (confirmed by staff after a crash)",
-        )
+        return _finish(session, step, StepStatus.DONE, now, by=by, outcome="sent (confirmed by staff after a crash)")
     # The delivery in doubt stays `unknown` for the record; the next attempt is a new delivery (sequence + 1).
     step.status = StepStatus.SCHEDULED
     step.due_at = now
@@ -234,4 +269,5 @@ def resolve_unknown(
     step.claimed_by = None
     step.updated_at = now
     session.add(step)
-    return [step]
+    _follow_calls(session, now, [step.id])
+    return []

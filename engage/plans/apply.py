@@ -1,4 +1,8 @@
-"""Applying a plan template to contacts: their plans and steps, in a few statements whatever their number."""
+"""Applying a plan template to contacts: their plans and steps, in a few statements whatever their number.
+
+:func:`apply_templates` is the one implementation, for one contact (:func:`apply_template`) as for a workshop's
+thousands; the calls of the call steps it gives a date to are placed in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from engage.errors import EngageError, NotFoundError
 from engage.plan_templates.schema import PlanTemplateSpec
 from engage.plan_templates.store import template_spec
 from engage.plans.assignees import AssigneeResolver
+from engage.plans.calls import sync_calls
 from engage.rules.due import CalendarRules, independent_due_at
 from engage.sql import insert_returning_ids
 from models import (
@@ -23,6 +28,7 @@ from models import (
     PlanStep,
     PlanTemplate,
     Staff,
+    StepKind,
     StepStatus,
     id_of,
 )
@@ -71,69 +77,6 @@ def _step_values(
     return rows
 
 
-def apply_template(
-    *,
-    session: Session,
-    template: PlanTemplate,
-    contact: Contact,
-    enrollment_key: str,
-    started_on: date,
-    applied_by: Staff,
-    now: datetime,
-    workshop_id: int | None = None,
-    assignees: AssigneeResolver | None = None,
-) -> tuple[Plan, bool]:
-    """Create the contact's plan from a template version, or return the one that exists; (plan, created).
-
-    The plan is unique on contact x template key x enrollment key, so enrolling the same workshop again, even after
-    the template changed, creates nothing.
-    """
-    if not enrollment_key:
-        raise EngageError("a plan needs an enrollment key (a workshop or a segment entry)")
-    assert contact.id is not None and applied_by.id is not None
-    existing = session.exec(
-        select(Plan).where(
-            Plan.contact_id == contact.id,
-            Plan.template_key == template.key,
-            Plan.enrollment_key == enrollment_key,
-        )
-    ).first()
-    if existing is not None:
-        return existing, False
-
-    spec = template_spec(template)
-    rules = spec.calendar_rules()
-    assignees = assignees or AssigneeResolver.for_applier(session, applied_by)
-    plan = Plan(
-        contact_id=contact.id,
-        template_key=template.key,
-        template_id=id_of(template),
-        enrollment_key=enrollment_key,
-        workshop_id=workshop_id,
-        applied_by_id=applied_by.id,
-        started_on=started_on,
-        created_at=now,
-    )
-    session.add(plan)
-    session.flush()
-    steps_by_key: dict[str, PlanStep] = {}
-    values = _step_values(spec=spec, rules=rules, contact=contact, started_on=started_on, now=now, assignees=assignees)
-    for step_values in values:
-        step = PlanStep(plan_id=id_of(plan), **step_values)
-        steps_by_key[step.step_key] = step
-        session.add(step)
-    session.flush()
-    template_steps = _template_step_ids(session, template)
-    for step_spec in spec.steps:
-        step = steps_by_key[step_spec.key]
-        step.template_step_id = template_steps.get(step_spec.key)
-        if step_spec.depends_on:
-            step.depends_on_step_id = steps_by_key[step_spec.depends_on].id
-        session.add(step)
-    session.flush()
-    return plan, True
-
-
 @dataclass(frozen=True)
 class ScheduledStep:
     """A step of a new plan that got its due time at once (it depends on no other step)."""
@@ -165,10 +108,13 @@ def apply_templates(
     workshop_id: int | None = None,
     assignees: AssigneeResolver | None = None,
 ) -> list[AppliedPlan]:
-    """`apply_template` for many contacts at once, in a few statements whatever their number; in request order.
+    """Create each contact's plan from a template version, or find the one that exists; in request order.
 
-    One SELECT finds the plans that exist, one INSERT creates the others, one INSERT their steps and one UPDATE
-    links each step to the step it depends on. The plans and steps are the ones `apply_template` would create.
+    A plan is unique on contact x template key x enrollment key, so enrolling the same workshop again, even after the
+    template changed, creates nothing. One SELECT finds the plans that exist, one INSERT creates the others, one
+    INSERT their steps and one UPDATE links each step to the step it depends on: a few statements whatever the
+    number of contacts. A call step that depends on no other step has its date at once: its call takes its slot in
+    the assignee's calendar now (pending its invite, which goes out once the caller commits).
     """
     if not enrollment_key:
         raise EngageError("a plan needs an enrollment key (a workshop or a segment entry)")
@@ -196,7 +142,11 @@ def apply_templates(
             new.append((contact, template))
     created: dict[tuple[int, str], tuple[int, tuple[ScheduledStep, ...]]] = {}
     if new:
-        created = _insert_plans(session, new, enrollment_key, started_on, applied_by, now, workshop_id, assignees)
+        created, dated_calls = _insert_plans(
+            session, new, enrollment_key, started_on, applied_by, now, workshop_id, assignees
+        )
+        if dated_calls:
+            sync_calls(session=session, now=now, step_ids=dated_calls)
     results = []
     for contact, template in requests:
         request_key = (id_of(contact), template.key)
@@ -207,6 +157,32 @@ def apply_templates(
             plan_id = existing.get(request_key) or _created_earlier(results, request_key)
             results.append(AppliedPlan(request_key[0], template.key, plan_id, False))
     return results
+
+
+def apply_template(
+    *,
+    session: Session,
+    template: PlanTemplate,
+    contact: Contact,
+    enrollment_key: str,
+    started_on: date,
+    applied_by: Staff,
+    now: datetime,
+    workshop_id: int | None = None,
+    assignees: AssigneeResolver | None = None,
+) -> AppliedPlan:
+    """`apply_templates` for one contact: its plan, created now or found."""
+    (applied,) = apply_templates(
+        session=session,
+        requests=[(contact, template)],
+        enrollment_key=enrollment_key,
+        started_on=started_on,
+        applied_by=applied_by,
+        now=now,
+        workshop_id=workshop_id,
+        assignees=assignees,
+    )
+    return applied
 
 
 def _plan_id(plan_id: int | None) -> int:
@@ -229,7 +205,8 @@ def _insert_plans(
     now: datetime,
     workshop_id: int | None,
     assignees: AssigneeResolver,
-) -> dict[tuple[int, str], tuple[int, tuple[ScheduledStep, ...]]]:
+) -> tuple[dict[tuple[int, str], tuple[int, tuple[ScheduledStep, ...]]], list[int]]:
+    """Insert the new plans and their steps: (plan id and scheduled steps per request, ids of call steps dated)."""
     plan_rows = [
         {
             "contact_id": id_of(contact),
@@ -266,6 +243,11 @@ def _insert_plans(
             step_rows.append(values)
     step_ids = insert_returning_ids(session, "plan_step", step_rows)
     by_key = {(row["plan_id"], row["step_key"]): step_id for row, step_id in zip(step_rows, step_ids, strict=True)}
+    dated_calls = [
+        step_id
+        for row, step_id in zip(step_rows, step_ids, strict=True)
+        if row["due_at"] is not None and row["kind"] == StepKind.CALL
+    ]
     links = []
     result: dict[tuple[int, str], tuple[int, tuple[ScheduledStep, ...]]] = {}
     position = 0
@@ -289,7 +271,7 @@ def _insert_plans(
             .values(depends_on_step_id=bindparam("parent_id")),
             links,
         )
-    return result
+    return result, dated_calls
 
 
 def _template_step_ids(session: Session, template: PlanTemplate) -> dict[str, int]:

@@ -1,4 +1,9 @@
-"""The step lifecycle: a step finishes, its dependents are released, its plan completes."""
+"""The step lifecycle, in one place: a step finishes, its dependents are released, its plan completes.
+
+:class:`StepFinisher` is the only implementation of these rules. The runner finishes hundreds of steps a batch with
+it; a staff action (:mod:`engage.plans.actions`) finishes one step with it. The writes are Core statements, guarded,
+made at once; the objects of the rows written that the session holds get the values written, as committed.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,10 @@ from typing import Any
 from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
 from engage.plan_templates.store import plan_spec
-from engage.plans.queries import get_plan, plan_steps
 from engage.rules.due import CalendarRules, dependent_due_at
 from engage.sql import update_row, write_row
 from models import (
@@ -27,78 +32,6 @@ from models import (
     StepStatus,
     id_of,
 )
-
-
-def _finish_plan_if_complete(session: Session, plan_id: int, now: datetime) -> None:
-    plan = get_plan(session=session, plan_id=plan_id)
-    if plan.status != PlanStatus.ACTIVE:
-        return
-    if all(step.status in FINAL_STATUSES for step in plan_steps(session=session, plan_id=plan_id)):
-        plan.status = PlanStatus.COMPLETED
-        plan.completed_at = now
-        session.add(plan)
-
-
-def release_dependents(*, session: Session, step: PlanStep, now: datetime, force: bool = False) -> list[PlanStep]:
-    """Schedule the steps waiting on ``step``: due = its completion + their days (NPSP semantics).
-
-    ``force`` releases them from a step that did not finish well (a permanent send failure, a step staff skip).
-    """
-    if step.status not in RELEASING_STATUSES and not force:
-        return []
-    plan = get_plan(session=session, plan_id=step.plan_id)
-    if plan.status != PlanStatus.ACTIVE:
-        return []
-    rules = plan_spec(session=session, plan=plan).calendar_rules()
-    completed_at = step.completed_at or now
-    released = []
-    # A step's dependents are in its plan: filtering on the plan lets the plan_id index find them.
-    waiting = session.exec(
-        select(PlanStep).where(
-            PlanStep.plan_id == step.plan_id,
-            PlanStep.depends_on_step_id == step.id,
-            PlanStep.status == StepStatus.WAITING,
-        )
-    )
-    for dependent in waiting:
-        dependent.status = StepStatus.SCHEDULED
-        dependent.due_at = dependent_due_at(completed_at, dependent.days_after, rules)
-        dependent.released_at = now
-        dependent.updated_at = now
-        session.add(dependent)
-        released.append(dependent)
-    return released
-
-
-def finish_step(
-    *,
-    session: Session,
-    step: PlanStep,
-    status: StepStatus,
-    now: datetime,
-    outcome: str | None = None,
-    reason: str | None = None,
-    by: Staff | None = None,
-) -> list[PlanStep]:
-    """Mark a step done or skipped, release its dependents, close the plan when all is finished."""
-    if status not in RELEASING_STATUSES:
-        raise ValueError(f"finish_step takes done or skipped, not {status}")
-    step.status = status
-    step.completed_at = now
-    step.lease_until = None
-    step.claimed_by = None
-    step.updated_at = now
-    if outcome is not None:
-        step.outcome = outcome
-    if reason is not None:
-        step.skip_reason = reason
-    if by is not None:
-        step.completed_by_id = by.id
-    session.add(step)
-    session.flush()
-    released = release_dependents(session=session, step=step, now=now)
-    _finish_plan_if_complete(session, step.plan_id, now)
-    return released
 
 
 @dataclass
@@ -116,13 +49,14 @@ class StepRow:
 
 
 class StepFinisher:
-    """`finish_step` and `release_dependents` for the steps of many plans: their steps are read once, up front.
+    """Finish steps of the given plans, release what waits on them (NPSP semantics), complete the plans finished.
 
-    Same effects, fewer queries: a batch of the runner finishes hundreds of steps, and asking the database for each
-    one's dependents and siblings would cost more than sending its email. Each write goes to the database at once
-    (the objects hold what was written). The writes are guarded, so what another transaction changed meanwhile wins:
-    a dependent is released only while it is still `waiting`, and a plan is completed only while it is `active` with
-    every step final.
+    The plans' steps are read once, up front: a batch of the runner finishes hundreds of steps, and asking the
+    database for each one's dependents and siblings would cost more than sending its email. Each write goes to the
+    database at once; the step object passed in, the plans passed in, and any object of a released step the session
+    holds get the values written, as committed (nothing left to flush, nothing stale for the caller's next read).
+    The writes are guarded, so what another transaction changed meanwhile wins: a dependent is released only while
+    it is still `waiting`, and a plan is completed only while it is `active` with every step final.
     """
 
     def __init__(self, *, session: Session, plans: Iterable[Plan]) -> None:
@@ -185,7 +119,10 @@ class StepFinisher:
         return released
 
     def release(self, step: PlanStep, now: datetime, *, force: bool = False) -> list[StepRow]:
-        """Schedule the steps waiting on ``step``, as `release_dependents` does."""
+        """Schedule the steps waiting on ``step``: due = its completion + their days (NPSP semantics).
+
+        ``force`` releases them from a step that did not finish well (a recipient refused for good).
+        """
         if step.status not in RELEASING_STATUSES and not force:
             return []
         plan = self._plans[step.plan_id]
@@ -200,8 +137,16 @@ class StepFinisher:
             values = {"status": StepStatus.SCHEDULED, "due_at": due_at, "released_at": now, "updated_at": now}
             if update_row(self.session, "plan_step", dependent.id, values, status=StepStatus.WAITING):
                 dependent.status, dependent.due_at = StepStatus.SCHEDULED, due_at
+                self._written(dependent.id, values)
                 released.append(dependent)
         return released
+
+    def _written(self, step_id: int, values: dict[str, Any]) -> None:
+        """The session's object of a step just written, if it holds one, gets the values written, as committed."""
+        loaded = self.session.identity_map.get(identity_key(PlanStep, step_id))
+        if loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
 
     def _due_at(self, plan: Plan, completed_at: datetime, days_after: int) -> datetime:
         key = (plan.template_id, completed_at, days_after)

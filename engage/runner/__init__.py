@@ -1,6 +1,13 @@
 """Moving plans forward: claim due steps, send their emails, open their calls and tasks, record every outcome."""
 
-from engage.runner.claims import claim_due_steps, group_claims, has_due_steps, mark_failed, recover_expired_claims
+from engage.runner.claims import (
+    claim_due_steps,
+    claim_steps,
+    group_claims,
+    has_due_steps,
+    mark_failed,
+    recover_expired_claims,
+)
 from engage.runner.due import COUNTS, BatchOutcome, DueItem, StepGroup, scheduled_due_items, unique_due_items
 from engage.runner.emails import email_context, send_email_batch
 from engage.runner.work_items import open_work_items
@@ -11,6 +18,7 @@ __all__ = [
     "DueItem",
     "StepGroup",
     "claim_due_steps",
+    "claim_steps",
     "email_context",
     "group_claims",
     "has_due_steps",

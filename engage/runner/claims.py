@@ -69,45 +69,55 @@ def has_due_steps(*, now: datetime, url: str | None = None) -> bool:
 def claim_due_steps(
     *, now: datetime, claimant: str, limit: int, lease_seconds: int, url: str | None = None
 ) -> list[int]:
-    """Atomically take up to ``limit`` due steps (and steps whose claim expired) for ``claimant``.
-
-    In one transaction: lock the candidates (PostgreSQL: FOR UPDATE SKIP LOCKED, so concurrent runs take different
-    rows; SQLite: the transaction began IMMEDIATE, so claims run one at a time), then mark exactly those rows.
-    Two statements on purpose: PostgreSQL may evaluate a LIMIT subquery inside `UPDATE ... WHERE id IN (...)` more
-    than once, and then claims more rows than asked.
-    """
+    """Atomically take up to ``limit`` due steps (and steps whose claim expired) for ``claimant``, in a transaction."""
     with _writing(db.get_engine(url)), db.session_scope(url) as session:
-        recover_expired_claims(session=session, now=now)
-        # Expired claims first, then due steps, each in due order: two queries, because one with an OR of the two
-        # cannot walk the (status, due_at) index, and would sort every due step of the ledger for each claim.
-        ids: list[int] = []
-        for condition in _claimable(now):
-            if len(ids) < limit:
-                ids += (
-                    step_id
-                    for step_id in session.exec(
-                        select(col(PlanStep.id))
-                        .where(condition)
-                        .order_by(col(PlanStep.due_at), col(PlanStep.id))
-                        .limit(limit - len(ids))
-                        .with_for_update(skip_locked=True)
-                    )
-                    if step_id is not None
+        return claim_steps(session=session, now=now, claimant=claimant, limit=limit, lease_seconds=lease_seconds)
+
+
+def claim_steps(*, session: Session, now: datetime, claimant: str, limit: int, lease_seconds: int) -> list[int]:
+    """Take up to ``limit`` claimable steps for ``claimant`` in the caller's transaction; the ids taken, sorted.
+
+    Two statements: select the candidates, then mark them. On PostgreSQL the SELECT locks them (FOR UPDATE SKIP
+    LOCKED), so concurrent runs take different rows; on SQLite, which ignores FOR UPDATE, the engine begins write
+    transactions IMMEDIATE, so claims run one at a time. The UPDATE does not rely on either: it takes a row only
+    while it is still claimable (due and `scheduled`, or `running` with its lease expired), so a step another
+    transaction cancelled, completed or claimed between the two statements is left alone, and it returns exactly
+    the ids it took. Two statements on purpose: PostgreSQL may evaluate a LIMIT subquery inside
+    `UPDATE ... WHERE id IN (...)` more than once, and then claims more rows than asked.
+    """
+    recover_expired_claims(session=session, now=now)
+    # Expired claims first, then due steps, each in due order: two queries, because one with an OR of the two
+    # cannot walk the (status, due_at) index, and would sort every due step of the ledger for each claim.
+    ids: list[int] = []
+    for condition in _claimable(now):
+        if len(ids) < limit:
+            ids += (
+                step_id
+                for step_id in session.exec(
+                    select(col(PlanStep.id))
+                    .where(condition)
+                    .order_by(col(PlanStep.due_at), col(PlanStep.id))
+                    .limit(limit - len(ids))
+                    .with_for_update(skip_locked=True)
                 )
-        if not ids:
-            return []
-        session.execute(
-            update(PlanStep)
-            .where(col(PlanStep.id).in_(ids))
-            .values(
-                status=StepStatus.RUNNING,
-                claimed_by=claimant,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                attempts=PlanStep.attempts + 1,
-                updated_at=now,
+                if step_id is not None
             )
+    if not ids:
+        return []
+    claimed = session.execute(
+        update(PlanStep)
+        .where(col(PlanStep.id).in_(ids), or_(*_claimable(now)))
+        .values(
+            status=StepStatus.RUNNING,
+            claimed_by=claimant,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=PlanStep.attempts + 1,
+            updated_at=now,
         )
-        return sorted(ids)
+        .returning(col(PlanStep.id)),
+        execution_options={"synchronize_session": False},
+    )
+    return sorted(int(step_id) for step_id in claimed.scalars())
 
 
 def group_claims(*, step_ids: Iterable[int], url: str | None = None) -> list[StepGroup]:

@@ -6,12 +6,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from call_plans import CALL_DUE, call_steps, enroll, release_calls, staff_member
-from sqlalchemy import event
-from sqlmodel import Session, select
+from sqlalchemy import event, update
+from sqlmodel import Session, col, select
 
 from engage import db, plans
 from engage.plans import calls
-from models import Call, PlanStep, StepStatus
+from models import Call, Plan, PlanStatus, PlanStep, StepStatus
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -19,6 +19,27 @@ PARIS = ZoneInfo("Europe/Paris")
 def sync(now: datetime, step_ids: list[int] | None = None) -> calls.CallSync:
     with db.session_scope() as session:
         return calls.sync_calls(session=session, now=now, step_ids=step_ids)
+
+
+def change_behind_the_calls_back(
+    *,
+    reassign: dict[int, int | None] | None = None,
+    due: dict[int, datetime] | None = None,
+    cancel_plans: tuple[int, ...] | list[int] = (),
+) -> None:
+    """Change steps straight in the ledger, as a process that syncs no call would: what `sync_calls` catches up."""
+    with db.session_scope() as work:
+        for step_id, assignee_id in (reassign or {}).items():
+            work.execute(update(PlanStep).where(col(PlanStep.id) == step_id).values(assignee_id=assignee_id))
+        for step_id, due_at in (due or {}).items():
+            work.execute(update(PlanStep).where(col(PlanStep.id) == step_id).values(due_at=due_at))
+        for plan_id in cancel_plans:
+            work.execute(update(Plan).where(col(Plan.id) == plan_id).values(status=PlanStatus.CANCELLED))
+            work.execute(
+                update(PlanStep)
+                .where(col(PlanStep.plan_id) == plan_id, col(PlanStep.status) != StepStatus.DONE)
+                .values(status=StepStatus.CANCELLED)
+            )
 
 
 def calls_by_step(session: Session) -> dict[int, Call]:
@@ -111,7 +132,8 @@ def test_reassign_reschedule_cancel_and_complete_follow_the_step(session: Sessio
         plans.reschedule_task(session=work, step_id=second, on=date(2026, 12, 28), now=now)
         plans.cancel_plan(session=work, plan_id=steps[2].plan_id, reason="moved away", now=now)
     for_steps = [first, second, third]
-    assert sync(now, for_steps).as_dict() == {"created": 0, "moved": 2, "cancelled": 1, "completed": 0}
+    # Each operation brought its call in line itself, in its transaction: nothing is left for a sync to do.
+    assert sync(now, for_steps).as_dict() == {"created": 0, "moved": 0, "cancelled": 0, "completed": 0}
     found = calls_by_step(session)
     assert found[first].assignee_id == jeanne.id and found[first].slot_start == CALL_DUE  # Jeanne's day is free
     assert found[second].slot_start.astimezone(PARIS).date() == date(2026, 12, 28)
@@ -120,9 +142,25 @@ def test_reassign_reschedule_cancel_and_complete_follow_the_step(session: Sessio
 
     with db.session_scope() as work:
         plans.complete_task(session=work, step_id=first, now=CALL_DUE, outcome="wants to volunteer")
-    assert sync(CALL_DUE).as_dict() == {"created": 0, "moved": 0, "cancelled": 0, "completed": 1}
     done = calls_by_step(session)[first]
     assert (done.completed_at, done.outcome, done.sequence) == (CALL_DUE, "wants to volunteer", 1)
+    assert sync(CALL_DUE).as_dict() == {"created": 0, "moved": 0, "cancelled": 0, "completed": 0}
+
+
+def test_steps_changed_behind_the_calls_back_are_caught_up_by_a_sync(session: Session) -> None:
+    steps = release_calls(session, enroll(session, 3))
+    sync(datetime(2026, 12, 7, 8, tzinfo=UTC))
+    first, second, third = (s.id or 0 for s in steps)
+    now = datetime(2026, 12, 10, 9, tzinfo=UTC)
+    jeanne = staff_member(session, "jeanne@nmh.example.org", name="Jeanne")
+    session.commit()
+    change_behind_the_calls_back(reassign={first: jeanne.id}, due={second: datetime(2026, 12, 28, 8, tzinfo=UTC)})
+    change_behind_the_calls_back(cancel_plans=[steps[2].plan_id])
+    assert sync(now, [first, second, third]).as_dict() == {"created": 0, "moved": 2, "cancelled": 1, "completed": 0}
+    found = calls_by_step(session)
+    assert found[first].assignee_id == jeanne.id and found[first].slot_start == CALL_DUE
+    assert found[second].slot_start.astimezone(PARIS).date() == date(2026, 12, 28)
+    assert found[third].cancelled_at == now
 
 
 def test_a_contact_who_asked_not_to_be_called_gets_no_call(session: Session) -> None:
@@ -173,12 +211,13 @@ def test_a_sync_in_small_chunks_gives_the_slots_of_one_big_chunk(session: Sessio
     sync(first)
     # Calls move between assignees and days, one plan closes and new calls arrive: slots freed and taken in chunks.
     now = datetime(2026, 12, 10, 9, tzinfo=UTC)
-    with db.session_scope() as work:
-        for step in steps[:3]:
-            plans.reassign_task(session=work, step_id=step.id or 0, email=lucie.email, now=now)
-        plans.reassign_task(session=work, step_id=steps[7].id or 0, email="c@nmh.example.org", now=now)
-        plans.reschedule_task(session=work, step_id=steps[5].id or 0, on=date(2026, 12, 28), now=now)
-        plans.cancel_plan(session=work, plan_id=steps[4].plan_id, reason="moved away", now=now)
+    # The steps change behind the calls' back (the operations sync their own calls, in one chunk): the sync in chunks
+    # below is what catches up.
+    change_behind_the_calls_back(
+        reassign={**{step.id or 0: lucie.id for step in steps[:3]}, steps[7].id or 0: camille.id},
+        due={steps[5].id or 0: datetime(2026, 12, 28, 8, tzinfo=UTC)},
+        cancel_plans=[steps[4].plan_id],
+    )
     release_calls(session, enroll(session, 4, applier=lucie, workshop="Atelier Bron"))
     small, big = sync_and_rollback(now, chunk=3), sync_and_rollback(now, chunk=500)
     assert small == big

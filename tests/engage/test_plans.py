@@ -12,7 +12,7 @@ from engage.contacts.lookup import get_contact_by_id
 from engage.errors import EngageError, InvalidStateError
 from engage.plan_templates.store import current_template
 from engage.settings import PROJECT_ROOT
-from models import Plan, PlanStatus, PlanStep, StepComment, StepStatus
+from models import Call, Plan, PlanStatus, PlanStep, StepComment, StepStatus
 
 ENROLLED_AT = datetime(2026, 11, 20, 18, 0, tzinfo=UTC)
 
@@ -25,7 +25,7 @@ def apply_volunteer_plan(session: Session, **contact_fields: object) -> tuple[Pl
     applier = create_staff(session)
     contact = create_contact(session, **contact_fields)
     workshop, _ = plans.get_or_create_workshop(session=session, name="Atelier Lyon", on=WORKSHOP_DAY)
-    plan, created = plans.apply_template(
+    applied = plans.apply_template(
         session=session,
         template=current_template(session=session, key="volunteer-followup"),
         contact=contact,
@@ -35,8 +35,10 @@ def apply_volunteer_plan(session: Session, **contact_fields: object) -> tuple[Pl
         workshop_id=workshop.id,
         now=ENROLLED_AT,
     )
-    assert created
-    return plan, plans.plan_steps(session=session, plan_id=plan.id or 0)
+    assert applied.created
+    return plans.get_plan(session=session, plan_id=applied.plan_id), plans.plan_steps(
+        session=session, plan_id=applied.plan_id
+    )
 
 
 def test_applying_a_template_schedules_independent_steps_only(session: Session) -> None:
@@ -55,13 +57,14 @@ def test_applying_a_template_schedules_independent_steps_only(session: Session) 
 
 def test_the_worked_example_of_the_readme(session: Session) -> None:
     """Every step completed on its due day: emails Mon 23 Nov, Mon 30 Nov, Mon 7 Dec, the call Wed 23 Dec."""
-    _, steps = apply_volunteer_plan(session)
+    plan, steps = apply_volunteer_plan(session)
+    finisher = plans.StepFinisher(session=session, plans=[plan])
     due_days = []
     for step in steps:
-        session.refresh(step)
+        # The session's objects of the steps released hold what the finisher wrote: nothing to refresh.
         assert step.status == StepStatus.SCHEDULED and step.due_at is not None
         due_days.append(step.due_at)
-        plans.finish_step(session=session, step=step, status=StepStatus.DONE, now=step.due_at)
+        finisher.finish(step, StepStatus.DONE, step.due_at)
     assert due_days == [at_nine_paris(d) for d in (date(2026, 11, 23), date(2026, 11, 30), date(2026, 12, 7))] + [
         at_nine_paris(date(2026, 12, 23))
     ]
@@ -70,9 +73,9 @@ def test_the_worked_example_of_the_readme(session: Session) -> None:
 
 
 def test_a_dependent_step_counts_from_its_parents_completion(session: Session) -> None:
-    _, steps = apply_volunteer_plan(session)
+    plan, steps = apply_volunteer_plan(session)
     late = datetime(2026, 12, 2, 15, 30, tzinfo=UTC)  # the survey went out nine days late, on a Wednesday
-    released = plans.finish_step(session=session, step=steps[0], status=StepStatus.DONE, now=late)
+    released = plans.StepFinisher(session=session, plans=[plan]).finish(steps[0], StepStatus.DONE, late)
     assert [s.step_key for s in released] == ["resource-pack"]
     assert released[0].due_at == at_nine_paris(date(2026, 12, 8))  # Wed 2 Dec + 6 days = Tue 8 Dec
 
@@ -88,7 +91,7 @@ def test_applying_twice_or_after_a_template_change_creates_nothing(
     (templates / "volunteer-followup.yaml").write_text(source.replace("Resource pack", "Resource kit"), "utf-8")
     new_version = current_template(session=session, key="volunteer-followup", directory=templates)
     assert new_version.id != plan.template_id
-    again, created = plans.apply_template(
+    again = plans.apply_template(
         session=session,
         template=new_version,
         contact=contact,
@@ -97,7 +100,8 @@ def test_applying_twice_or_after_a_template_change_creates_nothing(
         applied_by=create_staff(session),
         now=ENROLLED_AT,
     )
-    assert not created and again.id == plan.id and again.template_id == plan.template_id
+    assert not again.created and again.plan_id == plan.id and again.scheduled == ()
+    assert plans.get_plan(session=session, plan_id=again.plan_id).template_id == plan.template_id
     assert len(session.exec(select(Plan)).all()) == 1
 
 
@@ -122,7 +126,7 @@ def test_owner_rule_falls_back_to_the_applier_and_says_so(session: Session) -> N
     template = current_template(session=session, key="donor-followup")
     results = {}
     for contact in (with_owner, without_owner):
-        plan, _ = plans.apply_template(
+        applied = plans.apply_template(
             session=session,
             template=template,
             contact=contact,
@@ -131,7 +135,7 @@ def test_owner_rule_falls_back_to_the_applier_and_says_so(session: Session) -> N
             applied_by=applier,
             now=ENROLLED_AT,
         )
-        call = plans.plan_steps(session=session, plan_id=plan.id or 0)[-1]
+        call = plans.plan_steps(session=session, plan_id=applied.plan_id)[-1]
         results[contact.id] = (call.assignee_id, call.assignee_fallback)
     assert results[with_owner.id] == (owner.id, False)
     assert results[without_owner.id] == (applier.id, True)
@@ -149,12 +153,11 @@ def test_cancel_plan_cancels_open_steps(session: Session) -> None:
 def test_staff_work_their_tasks(session: Session) -> None:
     plan, steps = apply_volunteer_plan(session)
     colleague = create_staff(session)
+    finisher = plans.StepFinisher(session=session, plans=[plan])
     for step in steps[:3]:
-        session.refresh(step)
         assert step.due_at is not None
-        plans.finish_step(session=session, step=step, status=StepStatus.DONE, now=step.due_at)
+        finisher.finish(step, StepStatus.DONE, step.due_at)
     call = steps[3]
-    session.refresh(call)
     with pytest.raises(InvalidStateError, match="email step"):
         plans.complete_task(session=session, step_id=steps[0].id or 0, now=ENROLLED_AT)
 
@@ -224,7 +227,7 @@ def _shape(session: Session, plan_id: int) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize("template_key", ["volunteer-followup", "donor-followup"])
-def test_applying_templates_in_bulk_makes_the_plans_one_by_one_would(session: Session, template_key: str) -> None:
+def test_applying_templates_in_bulk_makes_the_plans_one_at_a_time_does(session: Session, template_key: str) -> None:
     applier, owner = create_staff(session), create_staff(session)
     template = current_template(session=session, key=template_key)
     workshop, _ = plans.get_or_create_workshop(session=session, name="Atelier Lyon", on=WORKSHOP_DAY)
@@ -237,7 +240,9 @@ def test_applying_templates_in_bulk_makes_the_plans_one_by_one_would(session: Se
         "workshop_id": workshop.id,
         "now": ENROLLED_AT,
     }
-    single, _ = plans.apply_template(session=session, template=template, contact=one, **common)
+    single = plans.get_plan(
+        session=session, plan_id=plans.apply_template(session=session, template=template, contact=one, **common).plan_id
+    )
     applied = plans.apply_templates(session=session, requests=[(c, template) for c in many], **common)
 
     assert [(p.contact_id, p.created) for p in applied] == [(c.id, True) for c in many]
@@ -265,7 +270,7 @@ def test_applying_templates_in_bulk_makes_the_plans_one_by_one_would(session: Se
     assert len(session.exec(select(Plan)).all()) == 4
 
 
-def test_the_step_finisher_releases_and_completes_as_finish_step_does(session: Session) -> None:
+def test_the_step_finisher_leaves_what_another_transaction_changed(session: Session) -> None:
     plan, steps = apply_volunteer_plan(session)
     finisher = plans.StepFinisher(session=session, plans=[plan])
     late = datetime(2026, 12, 2, 15, 30, tzinfo=UTC)
@@ -288,3 +293,22 @@ def test_the_step_finisher_releases_and_completes_as_finish_step_does(session: S
     session.commit()
     session.refresh(plan)
     assert plan.status == PlanStatus.COMPLETED and plan.completed_at == late
+
+
+def test_skipping_a_step_releases_the_next_in_the_session_s_own_objects_and_places_its_call(
+    session: Session,
+) -> None:
+    plan, steps = apply_volunteer_plan(session)
+    finisher = plans.StepFinisher(session=session, plans=[plan])
+    for step in steps[:2]:
+        assert step.due_at is not None
+        finisher.finish(step, StepStatus.DONE, step.due_at)
+    motivation, call = steps[2:]
+    skipped_on = at_nine_paris(date(2026, 12, 7))
+    released = plans.skip_task(session=session, step_id=motivation.id or 0, reason="on paper", now=skipped_on)
+    assert [(s.id, s.status) for s in released] == [(call.id, StepStatus.SCHEDULED)]
+    # The objects this session already held show the release (no refresh), and the call took its slot at once.
+    assert (motivation.status, motivation.skip_reason) == (StepStatus.SKIPPED, "on paper")
+    assert (call.status, call.due_at) == (StepStatus.SCHEDULED, at_nine_paris(date(2026, 12, 23)))
+    placed = session.exec(select(Call).where(Call.plan_step_id == call.id)).one()
+    assert (placed.slot_start, placed.invite_pending) == (call.due_at, True)

@@ -11,14 +11,14 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from engage.errors import TemplateError
 from engage.local.simulate import simulate
 from engage.mail.capture import SmtpCapture
 from flows.enroll import Attendees, enroll
 from flows.run_due_steps import run_due_steps
-from models import Call, Delivery, DeliveryKind, Plan, PlanStep, Staff, StepStatus
+from models import Call, Contact, Delivery, DeliveryKind, Plan, PlanStep, Staff, StepStatus
 
 WORKSHOP = date(2026, 11, 20)  # a Friday
 EVENING = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)
@@ -50,6 +50,16 @@ def staff(session: Session) -> Staff:
     session.add(member)
     session.commit()
     return member
+
+
+def use_smtp(monkeypatch: pytest.MonkeyPatch, capture: SmtpCapture, **settings: str) -> None:
+    """Point the runner at this SMTP server (with these other ENGAGE_ settings) from the next run on."""
+    from engage.settings import get_settings
+
+    monkeypatch.setenv("ENGAGE_SMTP_PORT", str(capture.port))
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
 
 
 def received_by_recipient(capture: SmtpCapture) -> dict[str, list[email.message.EmailMessage]]:
@@ -125,21 +135,64 @@ def test_a_35_day_volunteer_plan_for_50_attendees(
 
 
 def test_a_dependent_step_is_never_sent_before_its_parent_is_done(
-    prefect: str, db_url: str, staff: Staff, session: Session, tmp_path: Path, smtp_sink: SmtpCapture
+    prefect: str,
+    db_url: str,
+    staff: Staff,
+    session: Session,
+    tmp_path: Path,
+    smtp_sink: SmtpCapture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A survey whose retries ran out blocks the rest of its plan; one refused for good lets its plan go on."""
     attendees = write_attendees(tmp_path, 5)
     request = Attendees(
         attendees=attendees.read_text("utf-8"), workshop="Atelier Lyon", date=WORKSHOP, applied_by=STAFF
     )
     enroll(request, template="volunteer-followup", now=EVENING)
-    # Long after every due date, but the survey was never run: nothing after it may go out.
-    survey_steps = session.exec(select(PlanStep).where(PlanStep.step_key == "survey")).all()
-    for step in survey_steps:
-        step.status = StepStatus.FAILED
-        session.add(step)
+    gone = "attendee0@example.org"
+    told_gone: list[str] = []
+
+    def refuse(address: str) -> str | None:
+        if address == gone:  # refused for good once (the survey); a later email is taken
+            if told_gone:
+                return None
+            told_gone.append(address)
+            return "550 5.1.1 mailbox unavailable"
+        return "451 4.3.0 mailbox busy, try again later"  # the others: deferred until the retries run out
+
+    monday = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    with SmtpCapture(tmp_path / "refusing", refuse=refuse) as refusing:
+        use_smtp(monkeypatch, refusing, ENGAGE_SEND_RETRIES="1")
+        state = run_due_steps(now=monday, return_state=True)
+        assert refusing.messages == []
+    assert state.is_failed() and "451 4.3.0" in str(state.message)
     session.commit()
+    surveys = {
+        contact_email: step
+        for step, contact_email in session.exec(
+            select(PlanStep, Contact.email)
+            .join(Plan, Plan.id == PlanStep.plan_id)
+            .join(Contact, Contact.id == Plan.contact_id)
+            .where(PlanStep.step_key == "survey")
+        )
+    }
+    assert {(email, s.status, s.retryable) for email, s in surveys.items()} == {(gone, StepStatus.FAILED, False)} | {
+        (f"attendee{n}@example.org", StepStatus.FAILED, True) for n in range(1, 5)
+    }
+
+    # Long after every due date, with a relay that takes everything: only the plan whose survey was refused for
+    # good goes on (its resource pack); the surveys whose retries ran out still hold back the rest of their plans.
+    use_smtp(monkeypatch, smtp_sink)
     summary = run_due_steps(now=datetime(2027, 2, 1, 10, tzinfo=UTC))
-    assert summary["sent"] == 0 and smtp_sink.messages == []
+    assert summary["sent"] == 1
+    assert [m.recipients[0] for m in smtp_sink.messages] == [gone]
+    session.commit()
+    following = session.exec(
+        select(PlanStep).where(col(PlanStep.depends_on_step_id).in_([s.id for s in surveys.values()]))
+    ).all()
+    assert sorted((s.plan_id == surveys[gone].plan_id, s.status) for s in following) == [
+        (False, StepStatus.WAITING)
+    ] * 4 + [(True, StepStatus.DONE)]
 
 
 def test_enrolling_again_changes_nothing_and_roles_pick_the_plan(

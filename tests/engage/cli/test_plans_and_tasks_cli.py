@@ -145,3 +145,34 @@ def test_user_mistakes_are_one_line(ready, args: tuple[str, ...], message: str) 
     assert result.exit_code == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+
+
+QUICK_CALL = """\
+key: quick-call
+name: Quick call
+timezone: Europe/Paris
+send_window: "09:00-17:00"
+assignee: applier
+steps:
+  - {key: welcome-call, name: Welcome call, kind: call, days_after: 3}
+"""
+
+
+def test_a_change_that_tells_a_calendar_says_so_and_keeps_its_json_alone(  # type: ignore[no-untyped-def]
+    ready, workspace, smtp_sink
+) -> None:
+    cli = ready
+    (workspace / "plan_templates" / "quick-call.yaml").write_text(QUICK_CALL, "utf-8")
+    args = ("plans", "apply", "quick-call", "lea.moreau@example.org", "--as", "camille@nmh.example.org", "--now", NOW)
+    applied = cli(*args, "--json")
+    assert applied.exit_code == 0, applied
+    assert applied.json()["created"] is True  # stdout holds the JSON alone
+    assert "calendar: 1 invites and 0 cancellations sent" in applied.stderr
+    plan_id = applied.json()["id"]
+    (call,) = cli("plans", "show", str(plan_id), "--json").json()["steps"]
+    moved = cli("tasks", "reassign", str(call["id"]), "yanis@nmh.example.org", "--now", NOW)
+    assert moved.exit_code == 0, moved
+    assert "calendar: 1 invites and 1 cancellations sent" in moved.stdout
+    again = cli(*args)
+    assert again.exit_code == 0 and "already exists" in again.stdout and "calendar" not in again.stdout
+    assert len(smtp_sink.messages) == 3
