@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 
 from engage.digest.collect import Digest, DigestLine
+from engage.rendering.environment import template_environment
 from engage.rules.words import long_date
 from engage.settings import Settings, get_settings
 from models import (
@@ -31,16 +32,7 @@ class RenderedDigest:
 
 @lru_cache(maxsize=8)
 def _environment(directory: Path) -> Environment:
-    environment = Environment(
-        loader=FileSystemLoader(directory),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    environment.filters["long_date"] = long_date
-    return environment
+    return template_environment(directory, keep_trailing_newline=True, long_date=True)
 
 
 def _language(staff: Staff, directory: Path, settings: Settings) -> str:
@@ -74,6 +66,7 @@ def render_digest(digest: Digest, settings: Settings | None = None) -> RenderedD
     language = _language(digest.staff, directory, settings)
     zone = ZoneInfo(digest.staff.timezone)
     context = {
+        "language": language,
         "staff": {"name": digest.staff.name, "email": digest.staff.email},
         "organisation": {"name": settings.organisation_name},
         "day": long_date(digest.day, language),

@@ -11,17 +11,15 @@ from typing import Any
 
 import css_inline
 from jinja2 import (
-    Environment,
-    FileSystemLoader,
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
     meta,
-    select_autoescape,
 )
 
 from engage.errors import RenderError
-from engage.rendering.context import EMAIL_PARTS, RenderedEmail, _long_date_filter, _Undefined
+from engage.rendering.context import EMAIL_PARTS, RenderedEmail, _Undefined
+from engage.rendering.environment import template_environment
 from engage.rendering.frames import (
     _MAX_FRAMES,
     _NO_FRAME,
@@ -67,15 +65,7 @@ class EmailRenderer:
             raise RenderError("no email languages configured")
         self.directory = directory
         self.languages = [language.lower() for language in languages]
-        self.environment = Environment(
-            loader=FileSystemLoader(str(directory)),
-            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-            undefined=_Undefined,
-            keep_trailing_newline=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.environment.filters["long_date"] = _long_date_filter
+        self.environment = template_environment(directory, undefined=_Undefined, long_date=True)
         # Remote stylesheets are never fetched: an email's look must not depend on the network at send time.
         self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
         # Frames of `render_contact`, oldest first (a bounded cache), and which emails may use them.
