@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment
 
 from engage.digest.collect import Digest, DigestLine
+from engage.mail.message import OutgoingEmail
 from engage.rendering.environment import template_environment
 from engage.rules.words import long_date
 from engage.settings import Settings, get_settings
@@ -86,17 +85,20 @@ def render_digest(digest: Digest, settings: Settings | None = None) -> RenderedD
     )
 
 
-def digest_email(digest: Digest, *, now: datetime, settings: Settings, message_id: str) -> EmailMessage:
-    """The digest as an email to its staff member: a text part and an HTML part."""
+def compose_digest(digest: Digest, *, now: datetime, settings: Settings, message_id: str) -> OutgoingEmail:
+    """The digest as an email to its staff member: a text part and an HTML part, marked automatic."""
     rendered = render_digest(digest, settings)
-    email = EmailMessage()
-    email["From"] = formataddr((settings.organisation_name, settings.smtp_from or settings.organisation_email))
-    email["To"] = formataddr((digest.staff.name, digest.staff.email))
-    email["Subject"] = rendered.subject
-    email["Date"] = format_datetime(now)
-    email["Message-ID"] = message_id
-    email["Content-Language"] = rendered.language
-    email["Auto-Submitted"] = "auto-generated"
-    email.set_content(rendered.text, cte="quoted-printable")
-    email.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    return email
+    return OutgoingEmail(
+        to=digest.staff.email,
+        to_name=digest.staff.name,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        reply_to=None,
+        reply_to_name=None,
+        message_id=message_id,
+        unsubscribe_url=None,
+        language=rendered.language,
+        auto_submitted=True,
+        date=now,
+    )
