@@ -115,11 +115,36 @@ TOP_LEVEL_NAMES = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Signer:
+    """Who signs a contact's email (the `staff` variables of its templates) and answers its replies (Reply-To)."""
+
+    name: str
+    email: str
+    reply_to: str | None
+    reply_to_name: str | None
+
+
+def signer(*, applied_by: Staff | None, assignee: Staff | None, settings: Settings) -> Signer:
+    """Who signs a contact's email: the staff member who applied the plan, else the step's assignee, else the
+    organisation (answers then go to ENGAGE_ORGANISATION_REPLY_TO; without it the email has no Reply-To)."""
+    staff = applied_by or assignee
+    if staff is not None:
+        return Signer(name=staff.name, email=staff.email, reply_to=staff.email, reply_to_name=staff.name)
+    reply_to = settings.organisation_reply_to
+    return Signer(
+        name=settings.organisation_name,
+        email=reply_to or settings.organisation_email,
+        reply_to=reply_to,
+        reply_to_name=settings.organisation_name if reply_to else None,
+    )
+
+
 def email_context(
     *,
     contact: Contact,
     workshop: Workshop | None,
-    staff: Staff | None,
+    signed_by: Signer,
     links: Mapping[str, str],
     settings: Settings,
     unsubscribe_url: str,
@@ -155,13 +180,7 @@ def email_context(
                 "reply_to": reply_to,
             },
         ),
-        "staff": Variables(
-            "staff",
-            {
-                "name": staff.name if staff else settings.organisation_name,
-                "email": staff.email if staff else reply_to,
-            },
-        ),
+        "staff": Variables("staff", {"name": signed_by.name, "email": signed_by.email}),
         "links": Variables("links", links),
         "unsubscribe_url": unsubscribe_url,
         "language": language,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engage.settings import Settings
     from models import Contact, Staff, Workshop
-from engage.rendering.context import email_context
+from engage.rendering.context import email_context, signer
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def sample_contexts(*, settings: Settings, links: Mapping[str, str], language: s
         email_context(
             contact=people.contact,
             workshop=people.workshop,
-            staff=people.staff,
+            signed_by=signer(applied_by=people.staff, assignee=None, settings=settings),
             links=links,
             settings=settings,
             unsubscribe_url=sample_unsubscribe_url(settings),
