@@ -2,7 +2,7 @@
 
 from engage.runner.claims import claim_due_steps, group_claims, has_due_steps, mark_failed, recover_expired_claims
 from engage.runner.due import COUNTS, BatchOutcome, DueItem, StepGroup, scheduled_due_items, unique_due_items
-from engage.runner.emails import email_context, send_email_batch
+from engage.runner.emails import send_email_batch
 from engage.runner.work_items import open_work_items
 
 __all__ = [
@@ -11,7 +11,6 @@ __all__ = [
     "DueItem",
     "StepGroup",
     "claim_due_steps",
-    "email_context",
     "group_claims",
     "has_due_steps",
     "mark_failed",

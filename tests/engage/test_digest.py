@@ -13,7 +13,7 @@ from engage import db, digest, plans
 from engage.errors import InvalidStateError
 from engage.mail.capture import SmtpCapture
 from engage.plans import calls
-from models import PlanStep, Staff, StaffDigest, StepKind, StepStatus
+from models import Delivery, PlanStep, Staff, StaffDigest, StepKind, StepStatus
 
 WEDNESDAY_7_PARIS = datetime(2026, 12, 23, 6, 5, tzinfo=UTC)  # 07:05 in Paris, 01:05 in New York
 
@@ -120,11 +120,19 @@ def test_the_morning_run_emails_whoever_has_work_once(
     assert english["Subject"] == "Your day, Wednesday 23 December 2026: 1 call"
     session.commit()
     rows = session.exec(select(StaffDigest).order_by(StaffDigest.id)).all()
-    assert [(r.state, r.items, r.day) for r in rows] == [
-        ("sent", 6, date(2026, 12, 23)),
-        ("empty", 0, date(2026, 12, 23)),
-        ("sent", 1, date(2026, 12, 23)),
+    assert [(r.items, r.day) for r in rows] == [
+        (6, date(2026, 12, 23)),
+        (0, date(2026, 12, 23)),
+        (1, date(2026, 12, 23)),
     ]
+    # Each email is a delivery of its day; the empty day has none.
+    sent = session.exec(select(Delivery).order_by(Delivery.id)).all()
+    assert [(d.staff_digest_id, d.kind, d.sequence, d.recipient, d.state) for d in sent] == [
+        (rows[0].id, "digest", 0, "camille@nmh.example.org", "sent"),
+        (rows[2].id, "digest", 0, "jeanne@nmh.example.org", "sent"),
+    ]
+    assert sent[0].message_id == message["Message-ID"] and sent[0].subject == message["Subject"]
+    assert (sent[0].smtp_response or "").startswith("250") and sent[0].sent_at == WEDNESDAY_7_PARIS
 
 
 def test_asking_for_one_person_sends_theirs_now_whatever_the_hour(
