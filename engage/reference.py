@@ -123,8 +123,10 @@ def digest_email(digest: Digest, *, now: datetime, settings: Settings, message_i
     email["Subject"] = rendered.subject
     email["Date"] = format_datetime(now)
     email["Message-ID"] = message_id
-    email["Content-Language"] = rendered.language
     email["Auto-Submitted"] = "auto-generated"
     email.set_content(rendered.text, cte="quoted-printable")
     email.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    # After the content: setting the content clears every Content-* header (the digest built this way before the
+    # outbox lost its Content-Language so).
+    email["Content-Language"] = rendered.language
     return email
