@@ -8,7 +8,7 @@ delivered through the outbox like any message (a delivery of kind `test`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from sqlmodel import Session, col, select
@@ -18,7 +18,7 @@ from engage.contacts.lookup import get_contact
 from engage.errors import EngageError, NotFoundError, SendError
 from engage.mail.compose import contact_email
 from engage.mail.message import OutgoingEmail, PreparedMessage, build_message, new_message_id
-from engage.mail.outbox import Consequences, Outbox, recover_stale_deliveries
+from engage.mail.outbox import Consequences, Outbox, recover_deliveries
 from engage.plan_templates.schema import PlanTemplateSpec, StepSpec
 from engage.rendering.context import signer
 from engage.rendering.renderer import get_renderer
@@ -191,9 +191,7 @@ def send_test_email(
         settings=settings,
     )
     moment = now or utcnow()
-    url = settings.database_url
-    with db._writing(db.get_engine(url)), db.session_scope(url) as session:
-        recover_stale_deliveries(session=session, now=moment, older_than=timedelta(seconds=settings.lease_seconds))
+    recover_deliveries(settings, now=moment)
     outcome = _Outcome()
     with Outbox.open(settings, clock=lambda: now or utcnow()) as outbox:
         state = outbox.deliver(preview.email, kind=DeliveryKind.TEST, consequences=outcome)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -13,12 +13,11 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from engage import db
 from engage.digest.collect import Digest, collect_digests, digest_due
 from engage.digest.render import compose_digest
 from engage.errors import InvalidStateError, TransientSendError
 from engage.mail.message import new_message_id
-from engage.mail.outbox import BUSY, Consequences, Outbox, recover_stale_deliveries
+from engage.mail.outbox import BUSY, Consequences, Outbox, recover_deliveries
 from engage.reports import redact
 from engage.settings import Settings, get_settings
 from engage.staff import get_staff
@@ -79,9 +78,7 @@ def send_digests(
     """
     settings = settings or get_settings()
     outcome = DigestOutcome()
-    url = settings.database_url
-    with db._writing(db.get_engine(url)), db.session_scope(url) as session:
-        recover_stale_deliveries(session=session, now=now, older_than=timedelta(seconds=settings.lease_seconds))
+    recover_deliveries(settings, now=now)
     with Outbox.open(settings, flow_run_id=flow_run_id, clock=lambda: now) as outbox:
         run = _DigestRun.read(outbox, now=now, only=only, outcome=outcome)
         for digest in run.digests:

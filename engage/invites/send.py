@@ -6,21 +6,20 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
-from engage import db
 from engage.errors import TransientSendError
 from engage.invites.brief import CallBrief, Person
 from engage.invites.calendar import compose_invite
 from engage.invites.due import INVITE_KINDS, InviteMessage, SentInvite, messages_due
 from engage.invites.ledger import _person, load_briefs
 from engage.mail.message import new_message_id
-from engage.mail.outbox import BUSY, Outbox, recover_stale_deliveries
+from engage.mail.outbox import BUSY, Outbox, recover_deliveries
 from engage.reports import redact
 from engage.settings import Settings, get_settings
 from models import (
@@ -77,9 +76,7 @@ def send_pending_invites(
     """
     settings = settings or get_settings()
     outcome = InviteOutcome()
-    url = settings.database_url
-    with db._writing(db.get_engine(url)), db.session_scope(url) as session:
-        recover_stale_deliveries(session=session, now=now, older_than=timedelta(seconds=settings.lease_seconds))
+    recover_deliveries(settings, now=now)
     # The connection opens with the first message: a pass with nothing to send never touches the SMTP server.
     with Outbox.open(settings, flow_run_id=flow_run_id, clock=clock or (lambda: now)) as outbox:
         invite_pass = _InvitePass(outbox, now, outcome)

@@ -2,7 +2,7 @@
 
 from engage.mail.capture import CapturedMessage, SmtpCapture
 from engage.mail.message import CalendarPart, OutgoingEmail, PreparedMessage, build_message, new_message_id
-from engage.mail.outbox import BUSY, Consequences, Outbox, recover_stale_deliveries
+from engage.mail.outbox import BUSY, Consequences, Outbox, recover_deliveries, recover_stale_deliveries
 from engage.mail.smtp import SmtpSender
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "SmtpSender",
     "build_message",
     "new_message_id",
+    "recover_deliveries",
     "recover_stale_deliveries",
 ]

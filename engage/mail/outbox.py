@@ -299,6 +299,14 @@ def _cut(response: str) -> str:
 _LOST = "the run sending this email stopped before the SMTP server's answer was recorded"
 
 
+def recover_deliveries(settings: Settings, *, now: datetime) -> int:
+    """`recover_stale_deliveries` on the configured ledger, for deliveries older than ENGAGE_LEASE_SECONDS; every
+    pass that sends (invites, digests, test sends) starts with it (claims do it for the runner's emails)."""
+    url = settings.database_url
+    with db._writing(db.get_engine(url)), db.session_scope(url) as session:
+        return recover_stale_deliveries(session=session, now=now, older_than=timedelta(seconds=settings.lease_seconds))
+
+
 def recover_stale_deliveries(*, session: Session, now: datetime, older_than: timedelta) -> int:
     """A delivery still `sending` long after it started may have gone out: it becomes `unknown`, never sent again.
 
