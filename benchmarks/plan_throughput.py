@@ -12,8 +12,9 @@ call step is open. Each attendee gets three emails; each call step, when it gets
 also sends its assignee a calendar invite. All of them count as messages, and the two baselines send the same ones
 (the same templates for the same people, the invites built by the same code), against the same sink:
 
-- **bare**: a plain loop that renders and builds each message with Engage's own code and sends it over one smtplib
-  connection (no ledger, no Prefect);
+- **bare**: a plain loop that renders each contact's email with its template (the renderer with frames off: each
+  email rendered on its own) and builds each invite with icalendar and the standard library (`engage.reference`),
+  sending each over one smtplib connection (no ledger, no Prefect);
 - **limit**: the same messages built beforehand and sent as ready bytes over one connection.
 
 The SMTP sink runs in a process of its own and only counts what it accepts. The Engage phase runs in a process of
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import json
 import os
 import resource
@@ -442,7 +444,7 @@ class Messages:
 
         self.settings = settings
         self.workshop_size = workshop_size
-        self.renderer = get_renderer(settings.email_templates_dir, tuple(settings.language_list))
+        self.renderer = get_renderer(settings.email_templates_dir, tuple(settings.language_list), frames=False)
         spec = load_template(settings.plan_templates_dir / f"{TEMPLATE}.yaml")
         self.links = spec.links
         self.template_name = spec.name
@@ -465,11 +467,11 @@ class Messages:
         return self._workshops[number]
 
     def of(self, index: int) -> Iterator[Any]:
-        """Yield the messages of one attendee as Engage sends them: PreparedMessage or EmailMessage (the invite)."""
+        """Yield the messages of one attendee, ready to send: three emails, then the invite, each built when asked."""
         from engage.invites.brief import CallBrief, StepLine
         from engage.mail.message import OutgoingEmail, build_message, new_message_id
-        from engage.reference import invite_email
-        from engage.rendering.context import email_context
+        from engage.reference import invite_email, prepare_email_message
+        from engage.rendering.context import email_context, signer
         from engage.unsubscribe.tokens import unsubscribe_url
         from models import Contact
 
@@ -489,7 +491,7 @@ class Messages:
             context = email_context(
                 contact=contact,
                 workshop=workshop,
-                staff=staff,
+                signed_by=signer(applied_by=staff, assignee=None, settings=self.settings),
                 links=self.links,
                 settings=self.settings,
                 unsubscribe_url=unsubscribe,
@@ -541,7 +543,7 @@ class Messages:
             workshop_place=workshop.place,
             history=history,
         )
-        yield invite_email(
+        invite = invite_email(
             brief,
             self._invite_message("invite", staff.email, 0),
             assignee,
@@ -549,12 +551,11 @@ class Messages:
             settings=self.settings,
             message_id=new_message_id(self.settings),
         )
+        yield prepare_email_message(invite, self.settings)
 
 
 def bare_loop(messages: Messages, attendees: int) -> tuple[int, float, float]:
     """Render, build and send each message in turn over one connection; (messages, seconds, of which invites)."""
-    from email.message import EmailMessage
-
     from engage.mail.smtp import SmtpSender
 
     count, invite_seconds = 0, 0.0
@@ -562,34 +563,27 @@ def bare_loop(messages: Messages, attendees: int) -> tuple[int, float, float]:
     with SmtpSender(messages.settings) as sender:
         for index in range(attendees):
             built = messages.of(index)
-            while True:
+            for number in itertools.count():
                 began = time.perf_counter()
                 message = next(built, None)
                 if message is None:
                     break
                 sender.send(message)
                 count += 1
-                if isinstance(message, EmailMessage):
+                if number == len(EMAIL_STEPS):  # the invite, after the emails
                     invite_seconds += time.perf_counter() - began
     return count, time.perf_counter() - started, invite_seconds
 
 
 def limit_loop(messages: Messages, attendees: int, chunk: int = 500) -> tuple[int, float]:
     """Send the same messages built beforehand (a chunk at a time, untimed) as ready bytes; (messages, seconds)."""
-    from email.message import EmailMessage
-
     from engage.mail.smtp import SmtpSender
-    from engage.reference import prepare_email_message
 
     count, seconds = 0, 0.0
     with SmtpSender(messages.settings) as sender:
         sender.send(next(iter(messages.of(0))))  # open the connection outside the clock, as the bare loop's first
         for first in range(0, attendees, chunk):
-            ready = [
-                prepare_email_message(message, messages.settings) if isinstance(message, EmailMessage) else message
-                for index in range(first, min(first + chunk, attendees))
-                for message in messages.of(index)
-            ]
+            ready = [message for index in range(first, min(first + chunk, attendees)) for message in messages.of(index)]
             started = time.perf_counter()
             for message in ready:
                 sender.send(message)

@@ -101,7 +101,7 @@ _SQLITE_WRITERS: dict[str, threading.Lock] = {}
 _SQLITE_WRITERS_LOCK = threading.Lock()
 
 
-def _writing(engine: Engine) -> AbstractContextManager[object]:
+def writing(engine: Engine) -> AbstractContextManager[object]:
     """Hold this while a write transaction of ``engine`` runs, when it is SQLite: one writer thread at a time.
 
     SQLite takes one writer at a time anyway; threads that collide there wait in SQLite's busy handler, which sleeps

@@ -1,4 +1,8 @@
-"""Plain builders: the standard library's way to write what Engage builds directly. Production never imports this."""
+"""Plain builders: the standard library's (and icalendar's) way to write what Engage builds directly.
+
+Production never imports this module. It is the oracle of the property tests (what production builds must read
+back as what these build) and the benchmark's *bare* baseline (a plain loop that builds each invite this way).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from email.utils import format_datetime, formataddr, getaddresses
 
 from icalendar import Calendar
 
+from engage.digest.collect import Digest
+from engage.digest.render import render_digest
 from engage.errors import PermanentSendError
 from engage.invites.brief import CallBrief, Person, _invite_text, _language, invite_subject
 from engage.invites.calendar import _empty_calendar, _invite_event, _timezone_years
@@ -19,7 +25,7 @@ from engage.settings import Settings
 
 
 def prepare_email_message(message: EmailMessage, settings: Settings) -> PreparedMessage:
-    """Turn a standard-library message (e.g. a calendar invite) into what `SmtpSender.send` transmits."""
+    """Turn a standard-library message into what `SmtpSender.send` transmits (envelope from its To, Cc and Bcc)."""
     recipients = tuple(
         _ascii_address(address)
         for _, address in getaddresses(
@@ -105,4 +111,22 @@ def invite_email(
     )
     # After the content: setting the content clears every Content-* header.
     email["Content-Language"] = _language(recipient)
+    return email
+
+
+def digest_email(digest: Digest, *, now: datetime, settings: Settings, message_id: str) -> EmailMessage:
+    """The digest as an email to its staff member: a text part and an HTML part."""
+    rendered = render_digest(digest, settings)
+    email = EmailMessage()
+    email["From"] = formataddr((settings.organisation_name, settings.smtp_from or settings.organisation_email))
+    email["To"] = formataddr((digest.staff.name, digest.staff.email))
+    email["Subject"] = rendered.subject
+    email["Date"] = format_datetime(now)
+    email["Message-ID"] = message_id
+    email["Auto-Submitted"] = "auto-generated"
+    email.set_content(rendered.text, cte="quoted-printable")
+    email.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    # After the content: setting the content clears every Content-* header (the digest built this way before the
+    # outbox lost its Content-Language so).
+    email["Content-Language"] = rendered.language
     return email

@@ -51,13 +51,18 @@ class DeliveryKind(StrEnum):
     INVITE = "invite"
     UPDATE = "update"
     CANCEL = "cancel"
+    DIGEST = "digest"
+    TEST = "test"
 
 
 class DeliveryState(StrEnum):
+    """Where an outgoing message is; see `engage.mail.outbox` for the protocol that moves it."""
+
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    DEFERRED = "deferred"
 
 
 class Community(StrEnum):

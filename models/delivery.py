@@ -10,12 +10,19 @@ from models.base import DeliveryState, UTCDateTime, utcnow
 
 
 class Delivery(SQLModel, table=True):
-    """One outgoing message for one plan step; unique per step x kind x sequence, so a resend is explicit."""
+    """One outgoing message: a plan step's (its contact's email, a call's invite, update or cancel), a staff digest,
+    or a test send (neither). Unique per step (or digest) x kind x sequence, so a resend is explicit."""
 
-    __table_args__ = (UniqueConstraint("plan_step_id", "kind", "sequence", name="uq_delivery_step_kind_seq"),)
+    __table_args__ = (
+        UniqueConstraint("plan_step_id", "kind", "sequence", name="uq_delivery_step_kind_seq"),
+        UniqueConstraint("staff_digest_id", "kind", "sequence", name="uq_delivery_digest_kind_seq"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    plan_step_id: int = Field(foreign_key="plan_step.id", index=True)
+    plan_step_id: int | None = Field(default=None, foreign_key="plan_step.id", index=True)
+    staff_digest_id: int | None = Field(
+        default=None, foreign_key="staff_digest.id", index=True, description="The staff digest this message is."
+    )
     kind: str = Field(max_length=10)
     sequence: int = Field(default=0)
     recipient: str = Field(max_length=320)

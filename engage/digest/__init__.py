@@ -1,7 +1,7 @@
 """The staff digest: each staff member's morning email of their day."""
 
 from engage.digest.collect import NEWS, TO_DO, Digest, DigestLine, collect_digests, digest_due
-from engage.digest.render import RenderedDigest, digest_email, render_digest
+from engage.digest.render import RenderedDigest, compose_digest, render_digest
 from engage.digest.send import EMPTY, DigestOutcome, send_digests
 
 __all__ = [
@@ -13,8 +13,8 @@ __all__ = [
     "RenderedDigest",
     "TO_DO",
     "collect_digests",
+    "compose_digest",
     "digest_due",
-    "digest_email",
     "render_digest",
     "send_digests",
 ]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 
 from engage.digest.collect import Digest, DigestLine
+from engage.mail.message import OutgoingEmail
+from engage.rendering.environment import template_environment
 from engage.rules.words import long_date
 from engage.settings import Settings, get_settings
 from models import (
@@ -31,16 +31,7 @@ class RenderedDigest:
 
 @lru_cache(maxsize=8)
 def _environment(directory: Path) -> Environment:
-    environment = Environment(
-        loader=FileSystemLoader(directory),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    environment.filters["long_date"] = long_date
-    return environment
+    return template_environment(directory, keep_trailing_newline=True, long_date=True)
 
 
 def _language(staff: Staff, directory: Path, settings: Settings) -> str:
@@ -74,6 +65,7 @@ def render_digest(digest: Digest, settings: Settings | None = None) -> RenderedD
     language = _language(digest.staff, directory, settings)
     zone = ZoneInfo(digest.staff.timezone)
     context = {
+        "language": language,
         "staff": {"name": digest.staff.name, "email": digest.staff.email},
         "organisation": {"name": settings.organisation_name},
         "day": long_date(digest.day, language),
@@ -93,17 +85,20 @@ def render_digest(digest: Digest, settings: Settings | None = None) -> RenderedD
     )
 
 
-def digest_email(digest: Digest, *, now: datetime, settings: Settings, message_id: str) -> EmailMessage:
-    """The digest as an email to its staff member: a text part and an HTML part."""
+def compose_digest(digest: Digest, *, now: datetime, settings: Settings, message_id: str) -> OutgoingEmail:
+    """The digest as an email to its staff member: a text part and an HTML part, marked automatic."""
     rendered = render_digest(digest, settings)
-    email = EmailMessage()
-    email["From"] = formataddr((settings.organisation_name, settings.smtp_from or settings.organisation_email))
-    email["To"] = formataddr((digest.staff.name, digest.staff.email))
-    email["Subject"] = rendered.subject
-    email["Date"] = format_datetime(now)
-    email["Message-ID"] = message_id
-    email["Content-Language"] = rendered.language
-    email["Auto-Submitted"] = "auto-generated"
-    email.set_content(rendered.text, cte="quoted-printable")
-    email.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    return email
+    return OutgoingEmail(
+        to=digest.staff.email,
+        to_name=digest.staff.name,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        reply_to=None,
+        reply_to_name=None,
+        message_id=message_id,
+        unsubscribe_url=None,
+        language=rendered.language,
+        auto_submitted=True,
+        date=now,
+    )

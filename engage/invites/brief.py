@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from engage.invites.due import InviteMessage
 from engage.rules.words import _language_name, long_date
-from models import (
+from engage.vocabulary import (
     DeliveryKind,
     StepKind,
     StepStatus,

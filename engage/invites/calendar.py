@@ -10,7 +10,7 @@ from icalendar import Alarm, Calendar, Event, vCalAddress, vText
 
 from engage.invites.brief import _WORDS, CallBrief, Person, _invite_text, _language, describe_call, invite_subject
 from engage.invites.due import InviteMessage
-from engage.mail.message import PreparedMessage, build_calendar_message
+from engage.mail.message import CalendarPart, OutgoingEmail
 from engage.settings import Settings
 
 PRODID = "-//Engage//Follow-up calls//EN"
@@ -132,7 +132,7 @@ def invite_calendar_bytes(
     )
 
 
-def build_invite(
+def compose_invite(
     brief: CallBrief,
     message: InviteMessage,
     recipient: Person,
@@ -140,8 +140,12 @@ def build_invite(
     now: datetime,
     settings: Settings,
     message_id: str,
-) -> PreparedMessage:
-    """What :func:`invite_email` makes, ready to send, built directly (the runner's way: about five times faster)."""
+) -> OutgoingEmail:
+    """What one invite says, to its recipient: a readable text part and the calendar (`text/calendar; method=...`).
+
+    `engage.mail.message.build_message` writes it: the same message `engage.reference.invite_email` makes with the
+    standard library and icalendar, about five times faster.
+    """
     calendar = invite_calendar_bytes(
         brief,
         message,
@@ -151,15 +155,18 @@ def build_invite(
         organiser_name=settings.organisation_name,
         reminder_minutes=settings.call_reminder_minutes,
     )
-    return build_calendar_message(
+    return OutgoingEmail(
         to=recipient.email,
         to_name=recipient.name,
         subject=invite_subject(brief, message, recipient),
-        message_id=message_id,
-        language=_language(recipient),
         text=_invite_text(brief, message, recipient),
-        calendar=calendar,
-        method=message.method,
-        settings=settings,
-        now=now,
+        html=None,
+        reply_to=None,
+        reply_to_name=None,
+        message_id=message_id,
+        unsubscribe_url=None,
+        language=_language(recipient),
+        calendar=CalendarPart(method=message.method, data=calendar),
+        auto_submitted=True,
+        date=now,
     )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from models import (
+from engage.vocabulary import (
     DeliveryKind,
     DeliveryState,
 )
@@ -48,11 +48,14 @@ def messages_due(
     A calendar holds the call when its last invite that did not fail is a REQUEST. Every calendar but the assignee's
     that holds it gets a CANCEL; the assignee's gets a REQUEST unless it already has this SEQUENCE (or a CANCEL when
     the call is cancelled). A message takes the call's SEQUENCE, or the next one free for its kind (a delivery is
-    unique per step, kind and sequence), so every calendar only ever sees higher numbers.
+    unique per step, kind and sequence), so every calendar only ever sees higher numbers. A `deferred` message
+    never went out: it tells nothing, but its number is taken, so sending it again takes the next one.
     """
     last_any: dict[str, SentInvite] = {}
     last_ok: dict[str, SentInvite] = {}
     for sent in sorted(history, key=lambda h: h.sequence):
+        if sent.state == DeliveryState.DEFERRED:
+            continue  # nothing went out: that calendar heard nothing (its number stays taken, below)
         key = sent.recipient.strip().lower()
         last_any[key] = sent
         if sent.state != DeliveryState.FAILED:

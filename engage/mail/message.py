@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import binascii
-import email
-import email.policy
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.header import Header
-from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from functools import lru_cache
 from urllib.parse import quote
 
 from engage.errors import PermanentSendError
 from engage.settings import Settings
-from models import utcnow
+
+
+@dataclass(frozen=True)
+class CalendarPart:
+    """An iCalendar object sent along a message's text: `text/calendar; method=REQUEST` (or CANCEL), as calendars
+    expect an invite."""
+
+    method: str
+    data: bytes
 
 
 @dataclass(frozen=True)
 class OutgoingEmail:
+    """Everything one message says, whatever its kind; :func:`build_message` writes it.
+
+    The body is ``text`` alone, ``text`` and ``html`` (an alternative), or ``text`` and ``calendar`` (an invite).
+    ``reply_to`` (with its name) is written as it is, None writing no Reply-To (who answers a contact's email is
+    decided by `engage.rendering.context.signer`). ``unsubscribe_url`` adds the List-Unsubscribe headers (emails to
+    contacts); ``auto_submitted`` marks automatic mail to staff (invites, digests: RFC 3834). ``date`` is the Date
+    header, the moment the message is built when None.
+    """
+
     to: str
-    to_name: str
+    to_name: str | None
     subject: str
     text: str
     html: str | None
@@ -32,6 +46,9 @@ class OutgoingEmail:
     message_id: str
     unsubscribe_url: str | None
     language: str
+    calendar: CalendarPart | None = None
+    auto_submitted: bool = False
+    date: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -42,12 +59,6 @@ class PreparedMessage:
     recipients: tuple[str, ...]
     data: bytes
     message_id: str
-
-    def parsed(self) -> EmailMessage:
-        """Read the message back with the standard library, as a mail client would."""
-        message = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)  # the default policy makes EmailMessage objects
-        return message
 
 
 def new_message_id(settings: Settings) -> str:
@@ -128,48 +139,36 @@ def _part(subtype: str, text: str) -> bytes:
     )
 
 
-def build_message(email: OutgoingEmail, settings: Settings, *, now: datetime | None = None) -> PreparedMessage:
-    """Build a message (text, and HTML when there is one) with the headers every email of Engage carries."""
-    sender = _ascii_address(settings.smtp_from or settings.organisation_email)
-    recipient = _ascii_address(email.to)
+def _addresses(email: OutgoingEmail, settings: Settings) -> tuple[str, str]:
+    """The envelope's sender and recipient, as SMTP carries them (an address no server takes fails for good)."""
+    return _ascii_address(settings.smtp_from or settings.organisation_email), _ascii_address(email.to)
+
+
+def _headers(email: OutgoingEmail, settings: Settings, sender: str, recipient: str) -> list[str]:
+    """The headers of every kind of message, in the order Engage writes them; the body's own come after."""
     headers = [
         f"From: {_address_header(settings.organisation_name, sender)}",
         f"To: {_address_header(email.to_name, recipient)}",
     ]
-    reply_to = email.reply_to or settings.organisation_reply_to
-    if reply_to:
-        reply_name = email.reply_to_name if email.reply_to else settings.organisation_name
-        headers.append(f"Reply-To: {_address_header(reply_name, _ascii_address(reply_to))}")
+    if email.reply_to:
+        headers.append(f"Reply-To: {_address_header(email.reply_to_name, _ascii_address(email.reply_to))}")
+    # A step's subject repeats over a batch (cached); automatic mail to staff has a subject of its own (not cached,
+    # so as not to push the emails' subjects out).
+    subject = _subject_header.__wrapped__(email.subject) if email.auto_submitted else _subject_header(email.subject)
     headers += [
-        f"Subject: {_subject_header(email.subject)}",
-        f"Date: {format_datetime(now or utcnow())}",
+        f"Subject: {subject}",
+        f"Date: {format_datetime(email.date or datetime.now(UTC))}",
         f"Message-ID: {email.message_id}",
         f"Content-Language: {_one_line(email.language)}",
     ]
     if email.unsubscribe_url:
         headers.append(f"List-Unsubscribe: {_list_unsubscribe(email.unsubscribe_url, settings.unsubscribe_mailto)}")
         headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    if email.auto_submitted:
+        # Automatic mail: out-of-office replies and the like should not answer it (RFC 3834).
+        headers.append("Auto-Submitted: auto-generated")
     headers.append("MIME-Version: 1.0")
-    if email.html is None:
-        body = _part("plain", email.text)
-    else:
-        # "=_" never occurs in quoted-printable text, so the boundary cannot collide with a body.
-        boundary = f"=_engage_{uuid.uuid4().hex}"
-        headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
-        # The line break before a delimiter belongs to the delimiter (RFC 2046): each part ends with one more,
-        # so that its own last line break survives.
-        delimiter = f"\r\n--{boundary}\r\n".encode()
-        body = (
-            delimiter[2:]
-            + _part("plain", email.text)
-            + delimiter
-            + _part("html", email.html)
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-    head = "\r\n".join(headers).encode("ascii") + _CRLF
-    # A single text part's own headers continue the message's; a multipart body starts after a blank line.
-    data = head + body if email.html is None else head + _CRLF + body
-    return PreparedMessage(sender=sender, recipients=(recipient,), data=data, message_id=email.message_id)
+    return headers
 
 
 def _base64_lines(data: bytes) -> bytes:
@@ -179,49 +178,42 @@ def _base64_lines(data: bytes) -> bytes:
     )
 
 
-def build_calendar_message(
-    *,
-    to: str,
-    to_name: str | None,
-    subject: str,
-    message_id: str,
-    language: str,
-    text: str,
-    calendar: bytes,
-    method: str,
-    settings: Settings,
-    now: datetime,
-) -> PreparedMessage:
-    """Build a calendar invite: a readable text part and a `text/calendar; method=...` part, as calendars expect.
-
-    The same message as the standard library builds from an `EmailMessage` (:func:`prepare_email_message`), written
-    directly: the calendar in base64, so that its CRLF line ends and folded lines arrive exactly as written.
-    """
-    sender = _ascii_address(settings.smtp_from or settings.organisation_email)
-    recipient = _ascii_address(to)
-    boundary = f"=_engage_{uuid.uuid4().hex}"
-    headers = [
-        f"From: {_address_header(settings.organisation_name, sender)}",
-        f"To: {_address_header(to_name, recipient)}",
-        # Each invite's subject is its own: encoded without filling the cache of the emails' subjects.
-        f"Subject: {_subject_header.__wrapped__(subject)}",
-        f"Date: {format_datetime(now)}",
-        f"Message-ID: {message_id}",
-        f"Content-Language: {_one_line(language)}",
-        # Automatic mail: out-of-office replies and the like should not answer it (RFC 3834).
-        "Auto-Submitted: auto-generated",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
-    ]
-    delimiter = f"\r\n--{boundary}\r\n".encode()
-    body = (
-        delimiter[2:]
-        + _part("plain", text)
-        + delimiter
-        + f'Content-Type: text/calendar; method="{_one_line(method)}"; charset="utf-8"\r\n'.encode()
+def _calendar_part(calendar: CalendarPart) -> bytes:
+    # base64 keeps the calendar's CRLF line ends and folded lines exactly as written.
+    return (
+        f'Content-Type: text/calendar; method="{_one_line(calendar.method)}"; charset="utf-8"\r\n'.encode()
         + b"Content-Transfer-Encoding: base64\r\n\r\n"
-        + _base64_lines(calendar)
-        + f"\r\n--{boundary}--\r\n".encode()
+        + _base64_lines(calendar.data)
     )
-    data = "\r\n".join(headers).encode("ascii") + _CRLF + _CRLF + body
-    return PreparedMessage(sender=sender, recipients=(recipient,), data=data, message_id=message_id)
+
+
+def _alternative(headers: list[str], parts: tuple[bytes, bytes]) -> bytes:
+    """A multipart/alternative body of two parts; adds its Content-Type to ``headers``."""
+    # "=_" never occurs in quoted-printable or base64 text, so the boundary cannot collide with a body.
+    boundary = f"=_engage_{uuid.uuid4().hex}"
+    headers.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"')
+    # The line break before a delimiter belongs to the delimiter (RFC 2046): each part ends with one more, so that
+    # its own last line break survives.
+    delimiter = f"\r\n--{boundary}\r\n".encode()
+    return delimiter[2:] + parts[0] + delimiter + parts[1] + f"\r\n--{boundary}--\r\n".encode()
+
+
+def build_message(email: OutgoingEmail, settings: Settings) -> PreparedMessage:
+    """Build any message of Engage (text; text and HTML; text and a calendar) as the bytes SMTP carries.
+
+    Raises PermanentSendError for an address no SMTP server would take: nothing can be handed over.
+    """
+    if email.html is not None and email.calendar is not None:
+        raise ValueError("a message has an HTML part or a calendar part, not both")
+    sender, recipient = _addresses(email, settings)
+    headers = _headers(email, settings, sender, recipient)
+    text = _part("plain", email.text)
+    if email.calendar is not None:
+        body = _CRLF + _alternative(headers, (text, _calendar_part(email.calendar)))
+    elif email.html is not None:
+        body = _CRLF + _alternative(headers, (text, _part("html", email.html)))
+    else:
+        # A single text part's own headers continue the message's; a multipart body starts after a blank line.
+        body = text
+    data = "\r\n".join(headers).encode("ascii") + _CRLF + body
+    return PreparedMessage(sender=sender, recipients=(recipient,), data=data, message_id=email.message_id)

@@ -8,11 +8,10 @@ import smtplib
 import ssl
 import threading
 import time
-from email.message import EmailMessage
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
 
-from pydantic import Secret, SecretStr
+from pydantic import SecretStr
 
 from engage.errors import (
     ConnectionSendError,
@@ -51,31 +50,16 @@ class _Dropped(Exception):
     """The connection was lost before the message was handed over: sending again cannot duplicate it."""
 
 
-def _load_secret_block(name: str) -> str:
-    """Read the SMTP password from a Prefect Secret block; Prefect is imported only when this is used."""
-    from prefect.blocks.system import Secret as SecretBlock
-
-    try:
-        # Called from synchronous code, load() returns the block itself (not a coroutine).
-        block: Any = SecretBlock.load(name)
-    # Prefect raises its own, httpx's and pydantic's errors here; each becomes one clear line. The password is not
-    # loaded when this fails, so the message cannot contain it.
-    except Exception as error:
-        raise ConnectionSendError(
-            f"cannot read the SMTP password from the Prefect Secret block {name!r}: {type(error).__name__}: {error}"
-        ) from None
-    # The raw value: Secret.get() would parse a password such as "1234" as JSON and return a number.
-    value = block.value.get_secret_value() if isinstance(block.value, SecretStr | Secret) else block.value
-    if not isinstance(value, str) or not value:
-        raise ConnectionSendError(f"the Prefect Secret block {name!r} must hold a text value (the SMTP password)")
-    return value
-
-
 class SmtpSender:
-    """A reusable SMTP connection; classifies failures as transient or permanent. Never logs the password."""
+    """A reusable SMTP connection; classifies failures as transient or permanent. Never logs the password.
 
-    def __init__(self, settings: Settings) -> None:
+    The password is ENGAGE_SMTP_PASSWORD, else what ``password`` returns (called once, when a connection first logs
+    in: `engage.secrets.smtp_password_source` reads a Prefect Secret block that way).
+    """
+
+    def __init__(self, settings: Settings, *, password: Callable[[], str] | None = None) -> None:
         self.settings = settings
+        self._password_source = password
         self._connection: smtplib.SMTP | None = None
         self._password: SecretStr | None = None
         self._tls: ssl.SSLContext | None = None
@@ -109,8 +93,13 @@ class SmtpSender:
         if self._password is None:
             if s.smtp_password is not None:
                 self._password = s.smtp_password
+            elif self._password_source is not None:
+                self._password = SecretStr(self._password_source())
             elif s.smtp_password_block:
-                self._password = SecretStr(_load_secret_block(s.smtp_password_block))
+                raise ConnectionSendError(
+                    f"ENGAGE_SMTP_PASSWORD_BLOCK names {s.smtp_password_block!r}, but this sender was given no way to "
+                    "read it (engage.secrets.smtp_password_source)"
+                )
             else:
                 raise ConnectionSendError(
                     f"ENGAGE_SMTP_USER is {s.smtp_user!r} but no password is configured: set ENGAGE_SMTP_PASSWORD "
@@ -173,14 +162,8 @@ class SmtpSender:
             _quietly_close(self._connection)
             self._connection = None
 
-    def send(self, message: PreparedMessage | EmailMessage) -> str:
+    def send(self, prepared: PreparedMessage) -> str:
         """Send one message; return the server's answer. Reconnects once if the connection was dropped."""
-        if isinstance(message, PreparedMessage):
-            prepared = message
-        else:  # to go: every message is built by engage.mail.message
-            from engage.reference import prepare_email_message
-
-            prepared = prepare_email_message(message, self.settings)
         if self.settings.smtp_rate_per_minute:
             _RATE_LIMITER.wait(self.settings.smtp_rate_per_minute)
         for attempt in (1, 2):

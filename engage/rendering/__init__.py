@@ -1,6 +1,14 @@
 """A step's email rendered from its Jinja2 templates: variables, the renderer, frames for speed. Pure: no database."""
 
-from engage.rendering.context import EMAIL_PARTS, TOP_LEVEL_NAMES, RenderedEmail, Variables, email_context
+from engage.rendering.context import (
+    EMAIL_PARTS,
+    TOP_LEVEL_NAMES,
+    RenderedEmail,
+    Signer,
+    Variables,
+    email_context,
+    signer,
+)
 from engage.rendering.renderer import EmailProblem, EmailRenderer, get_renderer
 from engage.rendering.samples import SamplePeople, sample_contexts, sample_people, sample_unsubscribe_url
 
@@ -10,6 +18,7 @@ __all__ = [
     "EmailRenderer",
     "RenderedEmail",
     "SamplePeople",
+    "Signer",
     "TOP_LEVEL_NAMES",
     "Variables",
     "email_context",
@@ -17,4 +26,5 @@ __all__ = [
     "sample_contexts",
     "sample_people",
     "sample_unsubscribe_url",
+    "signer",
 ]

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jinja2 import (
     StrictUndefined,
@@ -19,7 +19,41 @@ from engage.rules.words import long_date
 
 if TYPE_CHECKING:
     from engage.settings import Settings
-    from models import Contact, Staff, Workshop
+
+
+class ContactFacts(Protocol):
+    """What an email knows of its contact (a ledger row, or a sample person)."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def first_name(self) -> str | None: ...
+    @property
+    def last_name(self) -> str | None: ...
+    @property
+    def language(self) -> str | None: ...
+    @property
+    def full_name(self) -> str: ...
+
+
+class WorkshopFacts(Protocol):
+    """What an email knows of the workshop its plan follows up."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def date(self) -> date: ...
+    @property
+    def place(self) -> str | None: ...
+
+
+class StaffFacts(Protocol):
+    """What an email knows of a staff member who may sign it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def email(self) -> str: ...
 
 
 #: The files of one email in one language: (file name, what admins call it, required).
@@ -115,11 +149,36 @@ TOP_LEVEL_NAMES = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Signer:
+    """Who signs a contact's email (the `staff` variables of its templates) and answers its replies (Reply-To)."""
+
+    name: str
+    email: str
+    reply_to: str | None
+    reply_to_name: str | None
+
+
+def signer(*, applied_by: StaffFacts | None, assignee: StaffFacts | None, settings: Settings) -> Signer:
+    """Who signs a contact's email: the staff member who applied the plan, else the step's assignee, else the
+    organisation (answers then go to ENGAGE_ORGANISATION_REPLY_TO; without it the email has no Reply-To)."""
+    staff = applied_by or assignee
+    if staff is not None:
+        return Signer(name=staff.name, email=staff.email, reply_to=staff.email, reply_to_name=staff.name)
+    reply_to = settings.organisation_reply_to
+    return Signer(
+        name=settings.organisation_name,
+        email=reply_to or settings.organisation_email,
+        reply_to=reply_to,
+        reply_to_name=settings.organisation_name if reply_to else None,
+    )
+
+
 def email_context(
     *,
-    contact: Contact,
-    workshop: Workshop | None,
-    staff: Staff | None,
+    contact: ContactFacts,
+    workshop: WorkshopFacts | None,
+    signed_by: Signer,
     links: Mapping[str, str],
     settings: Settings,
     unsubscribe_url: str,
@@ -155,13 +214,7 @@ def email_context(
                 "reply_to": reply_to,
             },
         ),
-        "staff": Variables(
-            "staff",
-            {
-                "name": staff.name if staff else settings.organisation_name,
-                "email": staff.email if staff else reply_to,
-            },
-        ),
+        "staff": Variables("staff", {"name": signed_by.name, "email": signed_by.email}),
         "links": Variables("links", links),
         "unsubscribe_url": unsubscribe_url,
         "language": language,

@@ -28,7 +28,7 @@ _NO_FRAME = object()
 _MARKER = re.compile("\ue000(\\d+)\ue001")
 
 
-#: Values full of what HTML escapes, to check a frame against `render` before trusting it.
+#: Values full of what HTML escapes, to check a frame against the plain render before trusting it.
 _PROBE = {
     "first_name": 'Zoë & <Léa> "O\'Connor"',
     "last_name": 'Dupont-Moretti & Fils <"l\'aîné">',

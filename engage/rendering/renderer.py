@@ -11,17 +11,15 @@ from typing import Any
 
 import css_inline
 from jinja2 import (
-    Environment,
-    FileSystemLoader,
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
     meta,
-    select_autoescape,
 )
 
 from engage.errors import RenderError
-from engage.rendering.context import EMAIL_PARTS, RenderedEmail, _long_date_filter, _Undefined
+from engage.rendering.context import EMAIL_PARTS, RenderedEmail, _Undefined
+from engage.rendering.environment import template_environment
 from engage.rendering.frames import (
     _MAX_FRAMES,
     _NO_FRAME,
@@ -60,26 +58,22 @@ class EmailProblem:
 
 
 class EmailRenderer:
-    """Loads `email_templates/<name>/<language>/{subject.txt,body.txt,body.html}` with autoescaped HTML."""
+    """Loads `email_templates/<name>/<language>/{subject.txt,body.txt,body.html}` with autoescaped HTML.
 
-    def __init__(self, directory: Path, languages: Sequence[str]) -> None:
+    :meth:`render` is the one way to render a contact's email. ``frames=False`` renders each email on its own, the
+    plain way frames are checked against (the benchmark's baseline and the property tests use it).
+    """
+
+    def __init__(self, directory: Path, languages: Sequence[str], *, frames: bool = True) -> None:
         if not languages:
             raise RenderError("no email languages configured")
         self.directory = directory
         self.languages = [language.lower() for language in languages]
-        self.environment = Environment(
-            loader=FileSystemLoader(str(directory)),
-            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
-            undefined=_Undefined,
-            keep_trailing_newline=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.environment.filters["long_date"] = _long_date_filter
+        self.environment = template_environment(directory, undefined=_Undefined, long_date=True)
         # Remote stylesheets are never fetched: an email's look must not depend on the network at send time.
         self._inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
-        # Frames of `render_contact`, oldest first (a bounded cache), and which emails may use them.
-        self._frames: dict[tuple[str, str, object], _Frame | object] | None = {}
+        # Frames of `render`, oldest first (a bounded cache), and which emails may use them; None: frames off.
+        self._frames: dict[tuple[str, str, object], _Frame | object] | None = {} if frames else None
         self._frameable_emails: dict[tuple[str, str], bool] = {}
 
     def pick_language(self, wanted: str | None) -> str:
@@ -94,12 +88,12 @@ class EmailRenderer:
     def has_html(self, name: str, language: str) -> bool:
         return (self.directory / name / language / "body.html").is_file()
 
-    def render(self, name: str, language: str, context: Mapping[str, Any], *, inline_css: bool = True) -> RenderedEmail:
-        """Render subject, text and (when present) HTML of one email in one language."""
+    def _render_plain(self, name: str, language: str, context: Mapping[str, Any]) -> RenderedEmail:
+        """Render subject, text and (when present) HTML of one email in one language, CSS inlined: no frame."""
         values = dict(context)
         values.setdefault("language", language)
         subject, text, html = self._render_parts(name, language, values)
-        if html is not None and inline_css:
+        if html is not None:
             html = self.inline_css(html)
         return RenderedEmail(subject=subject, text=text, html=html, language=language)
 
@@ -119,24 +113,25 @@ class EmailRenderer:
             raise RenderError(f"email template {name}/{language}: the subject is empty")
         return subject, text.strip() + "\n", html
 
-    def render_contact(self, name: str, language: str, context: Mapping[str, Any]) -> RenderedEmail:
-        """Return what `render` returns, byte for byte, faster when many contacts get the same email.
+    def render(self, name: str, language: str, context: Mapping[str, Any]) -> RenderedEmail:
+        """Render subject, text and (when present) HTML of one email in one language, for the context's contact.
 
-        The email is rendered (and its CSS inlined) once per frame: the same template, language, workshop, staff
+        The plain render's result, byte for byte, faster when many contacts get the same email. The email is
+        rendered (and its CSS inlined) once per frame: the same template, language, workshop, staff
         and links, with a marker in place of each of the contact's values (and of the unsubscribe link). Each
         contact's email is then the frame with their values put in, escaped as the CSS inliner writes them. A
         template takes this way only when its contact values are printed or tested and nothing else (no filter,
         no comparison, no macro argument), and a frame is used only after it gave, for a probe contact full of
-        characters that need escaping, exactly what `render` gives; otherwise, and for a contact whose values
-        hold control characters or runs of spaces, this is `render`.
+        characters that need escaping, exactly what the plain render gives; otherwise, and for a contact whose
+        values hold control characters or runs of spaces, this is the plain render.
         """
         frames = self._frames
         if frames is None or not self._frameable(name, language):
-            return self.render(name, language, context)
+            return self._render_plain(name, language, context)
         values = _contact_values(context)
         shape = _frame_shape(context, values)
         if values is None or shape is None:
-            return self.render(name, language, context)
+            return self._render_plain(name, language, context)
         key = (name, language, shape)
         frame = frames.get(key)
         if frame is None:
@@ -145,7 +140,7 @@ class EmailRenderer:
                 frames.pop(next(iter(frames)))
             frames[key] = frame
         if frame is _NO_FRAME:
-            return self.render(name, language, context)
+            return self._render_plain(name, language, context)
         assert isinstance(frame, _Frame)
         return frame.fill(values, language)
 
@@ -176,7 +171,7 @@ class EmailRenderer:
         return True
 
     def _build_frame(self, name: str, language: str, context: Mapping[str, Any]) -> _Frame | object:
-        """Render the frame of this contact's email, and check it against `render` with a probe contact."""
+        """Render the frame of this contact's email, and check it against the plain render with a probe contact."""
         values = _contact_values(context)
         assert values is not None
         markers = {field: _Marker(index) if value else "" for index, (field, value) in enumerate(values.items())}
@@ -187,7 +182,7 @@ class EmailRenderer:
             html = self.inline_css(html)
         frame = _Frame(subject, text, html)
         probe = {field: _PROBE[field] if value else "" for field, value in values.items()}
-        expected = self.render(name, language, _with_contact_values(context, probe))
+        expected = self._render_plain(name, language, _with_contact_values(context, probe))
         if frame.fill(probe, language) != expected:
             return _NO_FRAME
         return frame
@@ -284,6 +279,6 @@ def _template_position(error: BaseException) -> str:
 
 
 @lru_cache(maxsize=8)
-def get_renderer(directory: Path, languages: tuple[str, ...]) -> EmailRenderer:
+def get_renderer(directory: Path, languages: tuple[str, ...], *, frames: bool = True) -> EmailRenderer:
     """Return the renderer of a folder and languages, kept so each template is compiled once per process."""
-    return EmailRenderer(directory, languages)
+    return EmailRenderer(directory, languages, frames=frames)

@@ -7,19 +7,46 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from engage.rendering.context import email_context, signer
+
 if TYPE_CHECKING:
     from engage.settings import Settings
-    from models import Contact, Staff, Workshop
-from engage.rendering.context import email_context
+
+
+@dataclass
+class SampleContact:
+    """A contact who exists only to render an email; nothing is stored."""
+
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    language: str | None = None
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+
+@dataclass(frozen=True)
+class SampleWorkshop:
+    name: str
+    date: date
+    place: str | None = None
+
+
+@dataclass(frozen=True)
+class SampleStaff:
+    name: str
+    email: str
 
 
 @dataclass(frozen=True)
 class SamplePeople:
     """Who a sample email is for and about, when no real contact is given."""
 
-    contact: Contact
-    workshop: Workshop | None
-    staff: Staff | None
+    contact: SampleContact
+    workshop: SampleWorkshop | None
+    staff: SampleStaff | None
 
 
 def sample_people(language: str) -> list[SamplePeople]:
@@ -28,22 +55,16 @@ def sample_people(language: str) -> list[SamplePeople]:
     The second has no name, no workshop and no staff member (a plan applied from a segment), so both sides of
     each `{% if %}` are rendered before any contact gets the email. Nothing here is stored.
     """
-    from models import Contact, Staff, Workshop
-
     return [
         SamplePeople(
-            contact=Contact(
-                email="helene.lefevre@example.org",
-                email_key="helene.lefevre@example.org",
-                first_name="Hélène",
-                last_name="Lefèvre",
-                language=language,
+            contact=SampleContact(
+                email="helene.lefevre@example.org", first_name="Hélène", last_name="Lefèvre", language=language
             ),
-            workshop=Workshop(name="Regards sur la rue", date=date(2026, 11, 20), place="Lyon"),
-            staff=Staff(email="camille.martin@example.org", name="Camille Martin"),
+            workshop=SampleWorkshop(name="Regards sur la rue", date=date(2026, 11, 20), place="Lyon"),
+            staff=SampleStaff(email="camille.martin@example.org", name="Camille Martin"),
         ),
         SamplePeople(
-            contact=Contact(email="someone@example.org", email_key="someone@example.org", language=language),
+            contact=SampleContact(email="someone@example.org", language=language),
             workshop=None,
             staff=None,
         ),
@@ -61,7 +82,7 @@ def sample_contexts(*, settings: Settings, links: Mapping[str, str], language: s
         email_context(
             contact=people.contact,
             workshop=people.workshop,
-            staff=people.staff,
+            signed_by=signer(applied_by=people.staff, assignee=None, settings=settings),
             links=links,
             settings=settings,
             unsubscribe_url=sample_unsubscribe_url(settings),

@@ -9,7 +9,7 @@ from engage.runner.claims import (
     recover_expired_claims,
 )
 from engage.runner.due import COUNTS, BatchOutcome, DueItem, StepGroup, scheduled_due_items, unique_due_items
-from engage.runner.emails import email_context, send_email_batch
+from engage.runner.emails import send_email_batch
 from engage.runner.work_items import open_work_items
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "StepGroup",
     "claim_due_steps",
     "claim_steps",
-    "email_context",
     "group_claims",
     "has_due_steps",
     "mark_failed",

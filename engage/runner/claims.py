@@ -13,12 +13,11 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from engage import db
-from engage.db import _writing
+from engage.db import writing
+from engage.mail.outbox import recover_lost_emails
 from engage.runner.batch import _load
 from engage.runner.due import StepGroup
 from models import (
-    Delivery,
-    DeliveryState,
     Plan,
     PlanStep,
     StepStatus,
@@ -27,29 +26,9 @@ from models import (
 
 
 def recover_expired_claims(*, session: Session, now: datetime) -> int:
-    """A run died holding claims: a step with a delivery still `sending` may have gone out, so it becomes `unknown`.
-
-    The other expired claims are left `running`: the next claim takes them again.
-    """
-    rows = session.exec(
-        select(PlanStep, Delivery)
-        .join(Delivery, col(Delivery.plan_step_id) == PlanStep.id)
-        .where(
-            PlanStep.status == StepStatus.RUNNING,
-            col(PlanStep.lease_until) < now,
-            Delivery.state == DeliveryState.SENDING,
-        )
-    ).all()
-    for step, delivery in rows:
-        delivery.state = DeliveryState.UNKNOWN
-        step.status = StepStatus.UNKNOWN
-        step.last_error = "the run sending this email stopped before the SMTP server's answer was recorded"
-        step.lease_until = None
-        step.claimed_by = None
-        step.updated_at = now
-        session.add(delivery)
-        session.add(step)
-    return len(rows)
+    """A run died holding claims: its emails in doubt become `unknown` (the outbox's rule); the other expired claims
+    stay `running`, and the next claim takes them again."""
+    return recover_lost_emails(session=session, now=now)
 
 
 def _claimable(now: datetime) -> tuple[Any, Any]:
@@ -70,7 +49,7 @@ def claim_due_steps(
     *, now: datetime, claimant: str, limit: int, lease_seconds: int, url: str | None = None
 ) -> list[int]:
     """Atomically take up to ``limit`` due steps (and steps whose claim expired) for ``claimant``, in a transaction."""
-    with _writing(db.get_engine(url)), db.session_scope(url) as session:
+    with writing(db.get_engine(url)), db.session_scope(url) as session:
         return claim_steps(session=session, now=now, claimant=claimant, limit=limit, lease_seconds=lease_seconds)
 
 
@@ -169,7 +148,7 @@ def mark_failed(
     They stay `retryable` and remember the run that failed them (``origin``, the run a person sees, else the
     ``claimant``), so retrying that run in the Prefect UI, or `engage retry --run`, runs exactly them again.
     """
-    with _writing(db.get_engine(url)), db.session_scope(url) as session:
+    with writing(db.get_engine(url)), db.session_scope(url) as session:
         items = _load(session, step_ids, claimant)
         for item in items:
             item.step.status = StepStatus.FAILED

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from engage import db
-from engage.db import _writing
+from engage.db import writing
 from engage.plans import calls
 from engage.plans.lifecycle import StepFinisher
 from engage.runner.batch import _cancel_if_plan_closed, _finish, _load, _Loaded
@@ -28,7 +28,7 @@ def open_work_items(
 ) -> BatchOutcome:
     """Due call and task steps become open work items for their assignee (a call gets its slot)."""
     outcome = BatchOutcome()
-    with _writing(db.get_engine(url)), db.session_scope(url) as session:
+    with writing(db.get_engine(url)), db.session_scope(url) as session:
         items = _load(session, step_ids, claimant)
         call_steps = [id_of(i.step) for i in items if i.step.kind == StepKind.CALL]
         # Calls usually got their slot when their step got its date; one placement covers those that did not.

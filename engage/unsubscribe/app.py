@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2 import TemplateNotFound
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from engage import db
+from engage.rendering.environment import template_environment
 from engage.settings import Settings, get_settings
 from engage.unsubscribe.tokens import (
     SOURCE_LINK,
@@ -64,13 +65,7 @@ class _Pages:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.languages = settings.language_list
-        self.environment = Environment(
-            loader=FileSystemLoader(str(settings.email_templates_dir)),
-            autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=True),
-            undefined=StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self.environment = template_environment(settings.email_templates_dir, autoescape_strings=True)
 
     def pick(self, *wanted: str | None) -> str:
         """Return the first wanted language the organisation writes in (`fr-CA` is `fr`), else the default."""

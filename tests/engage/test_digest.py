@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import UTC, date, datetime, time, timedelta
+from email.message import EmailMessage
 
 import pytest
 from call_plans import CALL_DUE, enroll, received, release_calls, staff_member
 from factories import create_staff
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from engage import db, digest, plans
 from engage.errors import InvalidStateError
 from engage.mail.capture import SmtpCapture
 from engage.plans import calls
-from models import PlanStep, Staff, StaffDigest, StepKind, StepStatus
+from models import Delivery, PlanStep, Staff, StaffDigest, StepKind, StepStatus
 
 WEDNESDAY_7_PARIS = datetime(2026, 12, 23, 6, 5, tzinfo=UTC)  # 07:05 in Paris, 01:05 in New York
 
@@ -120,11 +126,19 @@ def test_the_morning_run_emails_whoever_has_work_once(
     assert english["Subject"] == "Your day, Wednesday 23 December 2026: 1 call"
     session.commit()
     rows = session.exec(select(StaffDigest).order_by(StaffDigest.id)).all()
-    assert [(r.state, r.items, r.day) for r in rows] == [
-        ("sent", 6, date(2026, 12, 23)),
-        ("empty", 0, date(2026, 12, 23)),
-        ("sent", 1, date(2026, 12, 23)),
+    assert [(r.items, r.day) for r in rows] == [
+        (6, date(2026, 12, 23)),
+        (0, date(2026, 12, 23)),
+        (1, date(2026, 12, 23)),
     ]
+    # Each email is a delivery of its day; the empty day has none.
+    sent = session.exec(select(Delivery).order_by(Delivery.id)).all()
+    assert [(d.staff_digest_id, d.kind, d.sequence, d.recipient, d.state) for d in sent] == [
+        (rows[0].id, "digest", 0, "camille@nmh.example.org", "sent"),
+        (rows[2].id, "digest", 0, "jeanne@nmh.example.org", "sent"),
+    ]
+    assert sent[0].message_id == message["Message-ID"] and sent[0].subject == message["Subject"]
+    assert (sent[0].smtp_response or "").startswith("250") and sent[0].sent_at == WEDNESDAY_7_PARIS
 
 
 def test_asking_for_one_person_sends_theirs_now_whatever_the_hour(
@@ -172,3 +186,53 @@ def test_both_languages_render_every_section(session: Session, language: str) ->
     assert rendered.language == language
     assert rendered.text.count("Zoë & <Max>") == 3 and "Zoë &amp; &lt;Max&gt;" in rendered.html
     assert ("par défaut" if language == "fr" else "as fallback") in rendered.text
+
+
+# --- the message production builds is the standard library's ------------------------------------------------------
+
+_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "Content-Language", "Auto-Submitted", "MIME-Version")
+
+
+def _read(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+one_line = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=60).map(
+    lambda v: " ".join(v.split())
+)
+
+
+@hypothesis_settings(max_examples=25, deadline=None)
+@given(staff_name=one_line.filter(bool), contact=one_line.filter(bool), language=st.sampled_from(["fr", "en"]))
+def test_the_digest_message_reads_as_the_reference_builds_it(staff_name: str, contact: str, language: str) -> None:
+    """What the outbox sends for a digest (build_message) is what engage.reference builds with the standard library."""
+    from engage.digest.render import compose_digest
+    from engage.mail.message import _one_line, build_message
+    from engage.reference import digest_email, prepare_email_message
+    from engage.settings import Settings
+
+    settings = Settings()
+    member = Staff(id=3, email="camille@nmh.example.org", name=staff_name, language=language)
+    line = digest.DigestLine(
+        7, StepKind.CALL, StepStatus.OPEN, "Follow-up call", contact, None, "volunteer-followup", CALL_DUE
+    )
+    day = digest.Digest(staff=member, day=date(2026, 12, 23), today=[line])
+    ours = build_message(compose_digest(day, now=WEDNESDAY_7_PARIS, settings=settings, message_id="<d@nmh>"), settings)
+    theirs = prepare_email_message(
+        digest_email(day, now=WEDNESDAY_7_PARIS, settings=settings, message_id="<d@nmh>"), settings
+    )
+    assert (ours.sender, ours.recipients) == (theirs.sender, theirs.recipients)
+    built, reference = _read(ours.data), _read(theirs.data)
+    for header in _HEADERS:
+        if header not in ("Subject", "To"):
+            assert built[header] == reference[header], header
+    # Names and subject as written (the standard library reads a name such as ": x" as a group, and its folding can
+    # drop a space before an encoded word: the text itself is the measure there).
+    (to,) = built["To"].addresses
+    assert (to.display_name, to.addr_spec) == (staff_name, member.email)
+    assert built["Subject"] == _one_line(digest.render_digest(day, settings).subject)
+    assert [p.get_content_type() for p in built.iter_parts()] == [p.get_content_type() for p in reference.iter_parts()]
+    for our, their in zip(built.iter_parts(), reference.iter_parts(), strict=True):
+        assert our.get_content() == their.get_content()

@@ -67,6 +67,17 @@ def sent(kind: str, sequence: int, recipient: str, state: str = DeliveryState.SE
         ),
         pytest.param(A, 0, False, [sent("invite", 0, A, DeliveryState.FAILED)], [], id="refused for good: not again"),
         pytest.param(A, 1, False, [sent("invite", 0, A, DeliveryState.UNKNOWN)], [("update", A, 1)], id="maybe sent"),
+        pytest.param(
+            A, 0, False, [sent("invite", 0, A, DeliveryState.DEFERRED)], [("invite", A, 1)], id="deferred: again, next"
+        ),
+        pytest.param(
+            B,
+            1,
+            False,
+            [sent("invite", 0, A), sent("cancel", 1, A, DeliveryState.DEFERRED), sent("invite", 1, B)],
+            [("cancel", A, 2)],
+            id="a deferred cancel is sent again with the next number",
+        ),
     ],
 )
 def test_messages_due(
@@ -221,7 +232,8 @@ def test_when_smtp_is_down_the_change_stands_and_the_invites_wait(  # type: igno
     assert "calendar invites not sent now" in result.stderr and "run-due-steps sends them later" in result.stderr
     session.commit()
     call = session.exec(select(Call)).one()
-    assert call.invite_pending and deliveries(session) == []
+    # Nothing went out: the attempt stays in the ledger, deferred (it used to be forgotten).
+    assert call.invite_pending and deliveries(session) == [("invite", 1, "jeanne@nmh.example.org", "deferred")]
 
     with SmtpCapture(tmp_path / "outbox") as sink:
         monkeypatch.setenv("ENGAGE_SMTP_PORT", str(sink.port))
@@ -230,6 +242,15 @@ def test_when_smtp_is_down_the_change_stands_and_the_invites_wait(  # type: igno
         # Camille never heard of the call: only Jeanne is told.
         assert (outcome.requests, outcome.cancels) == (1, 0)
         assert [recipient for recipient, _ in received(sink)] == ["jeanne@nmh.example.org"]
+        # The retry is a new delivery, with the next number, which its calendar sees as the event's SEQUENCE.
+        ((_, message),) = received(sink)
+        (event,) = calendar_of(message)[1].walk("VEVENT")
+        assert event["SEQUENCE"] == 2
+    assert deliveries(session) == [
+        ("invite", 1, "jeanne@nmh.example.org", "deferred"),
+        ("invite", 2, "jeanne@nmh.example.org", "sent"),
+    ]
+    assert not session.exec(select(Call)).one().invite_pending
 
 
 # --- The events in a real calendar server --------------------------------------------------------------------------

@@ -7,14 +7,16 @@ import email.policy
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
 from engage.errors import ConnectionSendError, PermanentSendError, SendOutcomeUnknownError, TransientSendError
-from engage.mail.message import OutgoingEmail, PreparedMessage, build_message, new_message_id
+from engage.mail.message import CalendarPart, OutgoingEmail, PreparedMessage, build_message, new_message_id
 from engage.mail.smtp import SmtpSender
+from engage.secrets import smtp_password_source
 from engage.settings import Settings, get_settings
 
 Relay = Callable[..., Any]
@@ -119,10 +121,60 @@ def test_a_line_starting_with_from_survives_relays_that_mangle_it() -> None:
     assert message.get_content().replace("\r\n", "\n") == text
 
 
-def test_reply_to_falls_back_to_the_organisation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_a_reply_to_none_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Who answers is the signer's to say (`engage.rendering.context.signer`); the builder writes what it is given."""
     monkeypatch.setenv("ENGAGE_ORGANISATION_REPLY_TO", "hello@nomorehomelessness.org")
     message = parse(build_message(outgoing(reply_to=None, reply_to_name=None), Settings()).data)
-    assert str(message["Reply-To"]) == "No More Homelessness <hello@nomorehomelessness.org>"
+    assert message["Reply-To"] is None
+
+
+def test_a_calendar_message_has_the_text_and_the_calendar_and_says_it_is_automatic() -> None:
+    calendar = b"BEGIN:VCALENDAR\r\nMETHOD:CANCEL\r\nX-LONG:" + b"x" * 200 + b"\r\nEND:VCALENDAR\r\n"
+    email = outgoing(
+        html=None,
+        unsubscribe_url=None,
+        reply_to=None,
+        calendar=CalendarPart(method="CANCEL", data=calendar),
+        auto_submitted=True,
+        date=datetime(2026, 12, 7, 9, tzinfo=UTC),
+    )
+    data = build_message(email, Settings()).data
+    assert data.isascii() and max(len(line) for line in data.split(b"\r\n")) <= 78
+    message = parse(data)
+    assert message.defects == [] and message.get_content_type() == "multipart/alternative"
+    assert message["Auto-Submitted"] == "auto-generated" and message["List-Unsubscribe"] is None
+    assert message["Date"].datetime == datetime(2026, 12, 7, 9, tzinfo=UTC)
+    text, part = message.iter_parts()
+    assert text.get_content_type() == "text/plain"
+    assert (part.get_content_type(), part.get_param("method")) == ("text/calendar", "CANCEL")
+    assert part.get_payload(decode=True) == calendar
+
+
+def test_a_message_has_an_html_part_or_a_calendar_not_both() -> None:
+    with pytest.raises(ValueError, match="not both"):
+        build_message(outgoing(calendar=CalendarPart(method="REQUEST", data=b"x")), Settings())
+
+
+def test_the_mailer_imports_no_prefect_and_its_builder_and_sender_no_database() -> None:
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, engage.mail; print(sorted(m for m in sys.modules if 'prefect' in m))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
+    folder = Path(__file__).resolve().parents[2] / "engage" / "mail"
+    for module in ("message.py", "smtp.py"):
+        tree = ast.parse((folder / module).read_text(encoding="utf-8"))
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] in {"prefect", "sqlalchemy", "sqlmodel", "models"}], module
+        assert "engage.db" not in names and "engage.secrets" not in names, module
 
 
 def test_list_unsubscribe_may_also_offer_a_mailto(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,15 +328,23 @@ def test_the_password_can_come_from_a_prefect_secret_block(
     use_relay(server, security="starttls", user=SMTP_USER)
     monkeypatch.setenv("ENGAGE_SMTP_PASSWORD_BLOCK", "engage-smtp-password-test")
     get_settings.cache_clear()
-    with SmtpSender(get_settings()) as sender:
+    settings = get_settings()
+    with SmtpSender(settings, password=smtp_password_source(settings)) as sender:
         sender.send(prepared(1))
         assert SMTP_PASSWORD not in repr(sender)
     assert [r.login for r in server.received] == [SMTP_USER]
 
     monkeypatch.setenv("ENGAGE_SMTP_PASSWORD_BLOCK", "no-such-block")
     get_settings.cache_clear()
-    with SmtpSender(get_settings()) as sender, pytest.raises(ConnectionSendError, match="'no-such-block'"):
+    settings = get_settings()
+    with (
+        SmtpSender(settings, password=smtp_password_source(settings)) as sender,
+        pytest.raises(ConnectionSendError, match="'no-such-block'"),
+    ):
         sender.send(prepared(2))
+    # A sender given no way to read the block says so, rather than asking for a password that is configured.
+    with SmtpSender(settings) as sender, pytest.raises(ConnectionSendError, match="given no way to read it"):
+        sender.send(prepared(3))
 
 
 def test_the_rate_limit_spaces_messages(relay: Relay, use_relay: UseRelay, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,7 +362,10 @@ def test_the_rate_limit_spaces_messages(relay: Relay, use_relay: UseRelay, monke
     assert len(server.received) == 5
 
 
-def test_a_standard_library_message_is_sent_too(relay: Relay, use_relay: UseRelay) -> None:
+def test_the_reference_builders_messages_are_sent_too(relay: Relay, use_relay: UseRelay) -> None:
+    """The benchmark's plain baseline sends standard-library messages through `engage.reference`."""
+    from engage.reference import prepare_email_message
+
     server = relay()
     use_relay(server)
     invite = EmailMessage()
@@ -312,7 +375,7 @@ def test_a_standard_library_message_is_sent_too(relay: Relay, use_relay: UseRela
     invite["Subject"] = "Appel de suivi : Hélène"
     invite.set_content("Un appel est prévu.")
     with SmtpSender(get_settings()) as sender:
-        sender.send(invite)
+        sender.send(prepare_email_message(invite, get_settings()))
     (received,) = server.received
     assert received.recipients == ["camille@nmh.example.org", "archive@nmh.example.org"]
     message = parse(received.data)

@@ -12,7 +12,7 @@ import pytest
 
 from engage.errors import RenderError
 from engage.plan_templates.loading import load_template
-from engage.rendering.context import Variables, email_context
+from engage.rendering.context import Variables, email_context, signer
 from engage.rendering.frames import _NO_FRAME
 from engage.rendering.renderer import EmailRenderer, get_renderer
 from engage.rendering.samples import sample_contexts, sample_people
@@ -38,6 +38,11 @@ def renderer() -> EmailRenderer:
     return get_renderer(REPO / "email_templates", ("fr", "en"))
 
 
+def plain_renderer() -> EmailRenderer:
+    """The same renderer with frames off: each email rendered on its own, the measure of the frames."""
+    return get_renderer(REPO / "email_templates", ("fr", "en"), frames=False)
+
+
 def links_of(template: str) -> dict[str, str]:
     return dict(load_template(REPO / "plan_templates" / f"{template}.yaml").links)
 
@@ -49,7 +54,7 @@ def context_for(name: str, language: str, **contact: Any) -> dict[str, Any]:
     return email_context(
         contact=people.contact,
         workshop=people.workshop,
-        staff=people.staff,
+        signed_by=signer(applied_by=people.staff, assignee=None, settings=Settings()),
         links=links_of(EMAILS[name][0]),
         settings=Settings(),
         unsubscribe_url="http://127.0.0.1:8025/u/7.c2lnbmF0dXJl",
@@ -169,10 +174,11 @@ def test_a_contact_gets_their_language_or_the_organisation_first(
 
 def test_without_staff_or_workshop_the_organisation_signs_and_takes_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGAGE_ORGANISATION_REPLY_TO", "hello@nomorehomelessness.org")
+    organisation = signer(applied_by=None, assignee=None, settings=Settings())
     context = email_context(
         contact=Contact(email="a@example.org", email_key="a@example.org"),
         workshop=None,
-        staff=None,
+        signed_by=organisation,
         links={},
         settings=Settings(),
         unsubscribe_url="u",
@@ -181,6 +187,34 @@ def test_without_staff_or_workshop_the_organisation_signs_and_takes_answers(monk
     assert context["staff"].name == "No More Homelessness"
     assert context["staff"].email == "hello@nomorehomelessness.org"
     assert context["workshop"].date is None and context["workshop"].date_text == ""
+    # The same answers the email's Reply-To.
+    assert (organisation.reply_to, organisation.reply_to_name) == (
+        "hello@nomorehomelessness.org",
+        "No More Homelessness",
+    )
+
+
+def test_without_a_reply_to_address_the_organisation_signs_and_no_reply_to_is_written() -> None:
+    organisation = signer(applied_by=None, assignee=None, settings=Settings())
+    assert (organisation.name, organisation.email) == ("No More Homelessness", "contact@nomorehomelessness.org")
+    assert organisation.reply_to is None and organisation.reply_to_name is None
+
+
+@pytest.mark.parametrize(
+    ("applied", "assigned", "expected"),
+    [
+        (True, True, "camille@nmh.example.org"),
+        (True, False, "camille@nmh.example.org"),
+        (False, True, "jeanne@nmh.example.org"),
+    ],
+)
+def test_the_staff_member_who_applied_the_plan_signs_else_the_assignee(
+    applied: bool, assigned: bool, expected: str
+) -> None:
+    camille = Staff(email="camille@nmh.example.org", name="Camille Martin")
+    jeanne = Staff(email="jeanne@nmh.example.org", name="Jeanne Smith")
+    signed = signer(applied_by=camille if applied else None, assignee=jeanne if assigned else None, settings=Settings())
+    assert signed.email == signed.reply_to == expected
 
 
 @pytest.fixture
@@ -194,7 +228,9 @@ def _context(language: str = "en") -> dict[str, Any]:
     return email_context(
         contact=Contact(email="zoe@example.org", email_key="zoe@example.org", first_name="Zoë"),
         workshop=Workshop(name="Atelier", date=date(2026, 11, 20), place="Lyon"),
-        staff=Staff(email="camille@nmh.example.org", name="Camille Martin"),
+        signed_by=signer(
+            applied_by=Staff(email="camille@nmh.example.org", name="Camille Martin"), assignee=None, settings=Settings()
+        ),
         links={"survey": "https://example.org/s", "items": "https://example.org/items"},
         settings=Settings(),
         unsubscribe_url="https://example.org/u/1.x",
@@ -247,7 +283,7 @@ def test_an_email_rendered_for_many_contacts_is_byte_for_byte_the_one_rendered_a
             context["unsubscribe_url"] = f'http://127.0.0.1:8025/u/{number}.c2ln&x="y"'
             if not with_workshop:
                 context["workshop"] = Variables("workshop", {"name": "", "date": None, "date_text": "", "place": ""})
-            assert fast.render_contact(name, language, context) == renderer().render(name, language, context)
+            assert fast.render(name, language, context) == plain_renderer().render(name, language, context)
     # the first people of each shape built a frame that passed its probe; the others were filled in
     assert fast._frames and all(frame is not _NO_FRAME for frame in fast._frames.values())
 
@@ -256,12 +292,12 @@ def test_a_template_that_does_more_than_print_a_contact_value_is_rendered_for_ea
     body = emails / "volunteer/survey/en/body.html"
     source = body.read_text(encoding="utf-8")
     body.write_text(source.replace("{{ contact.first_name }}", "{{ contact.first_name|upper }}"), "utf-8")
-    fast = EmailRenderer(emails, ["en"])
+    fast, plain = EmailRenderer(emails, ["en"]), EmailRenderer(emails, ["en"], frames=False)
     for first_name in ("Zoë", "Léa"):
         context = _context()
         contact = context["contact"]
         context["contact"] = Variables("contact", {**{key: contact[key] for key in contact}, "first_name": first_name})
-        rendered = fast.render_contact("volunteer/survey", "en", context)
-        assert rendered == fast.render("volunteer/survey", "en", context)
+        rendered = fast.render("volunteer/survey", "en", context)
+        assert rendered == plain.render("volunteer/survey", "en", context)
         assert f"Hello {first_name.upper()}," in (rendered.html or "")
     assert not fast._frames

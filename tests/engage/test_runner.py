@@ -4,6 +4,7 @@ import email
 import threading
 from datetime import UTC, datetime, timedelta
 from email.message import Message
+from pathlib import Path
 
 import pytest
 from factories import apply_seed_plans, create_staff
@@ -268,24 +269,17 @@ def test_batches_sent_at_once_send_each_email_once(session: Session, smtp_sink: 
 
 
 def test_an_accepted_email_is_recorded_sent_when_the_next_one_cannot_be_rendered(
-    session: Session, smtp_sink: SmtpCapture, monkeypatch: pytest.MonkeyPatch
+    session: Session, smtp_sink: SmtpCapture, workspace: Path
 ) -> None:
     """The `sent` of a message rides with the next message's commit; a failure before that commit keeps it."""
-    from engage.rendering.renderer import EmailRenderer
-
-    enroll(session, 3)
-    render = EmailRenderer.render_contact
-    calls: list[int] = []
-
-    def render_twice(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        if len(calls) == 2:
-            raise RenderError("broken template")
-        return render(self, *args, **kwargs)
-
-    monkeypatch.setattr(EmailRenderer, "render_contact", render_twice)
+    applier = create_staff(session, name="Camille Martin", email="camille@nmh.example.org")
+    apply_seed_plans(session, [{"language": "en"}, {"language": "fr"}, {"language": "en"}], applier=applier)
+    session.commit()
+    # The French text breaks after the plans were made: the second contact's email cannot be rendered.
+    body = workspace / "email_templates/volunteer/survey/fr/body.txt"
+    body.write_text(body.read_text(encoding="utf-8") + "{{ contact.nme }}\n", encoding="utf-8")
     claimed = runner.claim_due_steps(now=MONDAY_9, claimant="run", limit=10, lease_seconds=600)
-    with pytest.raises(RenderError):
+    with pytest.raises(RenderError, match="contact.nme"):
         runner.send_email_batch(step_ids=claimed, claimant="run", now=MONDAY_9)
     assert len(smtp_sink.messages) == 1
     deliveries = session.exec(select(Delivery.state, PlanStep.status).join(PlanStep)).all()

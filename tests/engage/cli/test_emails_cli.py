@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from engage.mail.capture import SmtpCapture
+from models import Delivery
 
 REPO = Path(__file__).resolve().parents[3]
 EMAIL_STEPS = [
@@ -58,6 +59,39 @@ def test_preview_for_a_contact_of_the_ledger_uses_their_language_and_plan(
     assert "/u/" in text and "0.sample" not in text
 
 
+def test_preview_shows_exactly_what_the_runner_sends(
+    cli: Any, session: Session, enroll: Callable[..., list[int]], tmp_path: Path, smtp_sink: SmtpCapture
+) -> None:
+    from datetime import UTC, datetime
+
+    from engage import runner
+
+    enroll("volunteer-followup", {"email": "zoe@example.org", "first_name": "Zoë", "last_name": "Ng", "language": "en"})
+    assert cli("preview", "volunteer-followup", "survey", "--contact", "zoe@example.org").exit_code == 0
+    monday = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    claimed = runner.claim_due_steps(now=monday, claimant="run", limit=10, lease_seconds=600)
+    assert runner.send_email_batch(step_ids=claimed, claimant="run", now=monday).sent == 1
+    (captured,) = smtp_sink.messages
+    sent = email.message_from_bytes(captured.data, policy=email.policy.default)
+    shown = email.message_from_bytes(
+        (tmp_path / "preview/volunteer-followup.survey.en.eml").read_bytes(), policy=email.policy.default
+    )
+    for header in (
+        "From",
+        "To",
+        "Reply-To",
+        "Subject",
+        "Content-Language",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ):
+        assert sent[header] == shown[header], header
+    assert str(sent["Reply-To"]) == "Camille Martin <camille@nmh.example.org>"  # who applied the plan answers
+    for subtype in ("plain", "html"):
+        ours, theirs = shown.get_body(preferencelist=(subtype,)), sent.get_body(preferencelist=(subtype,))
+        assert ours is not None and theirs is not None and ours.get_content() == theirs.get_content()
+
+
 @pytest.mark.parametrize(
     ("args", "error"),
     [
@@ -81,7 +115,7 @@ def test_preview_mistakes_are_one_line(cli: Any, args: list[str], error: str) ->
     assert "Traceback" not in result.stderr
 
 
-def test_send_test_sends_one_real_message(cli: Any, smtp_sink: SmtpCapture) -> None:
+def test_send_test_sends_one_real_message(cli: Any, session: Session, smtp_sink: SmtpCapture) -> None:
     result = cli("send-test", "donor-followup", "call-to-give", "--to", "me@nmh.example.org", "--lang", "en")
     assert result.exit_code == 0, result
     assert "to me@nmh.example.org through 127.0.0.1:" in result.stdout
@@ -92,15 +126,27 @@ def test_send_test_sends_one_real_message(cli: Any, smtp_sink: SmtpCapture) -> N
     assert message["Subject"] == "A home is where everything starts again"
     assert f"Message-ID: {message['Message-ID']}" in result.stdout
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # Delivered through the outbox like any message: a delivery of kind `test`, of no step.
+    session.commit()
+    (delivery,) = session.exec(select(Delivery)).all()
+    assert (delivery.kind, delivery.state, delivery.recipient, delivery.plan_step_id) == (
+        "test",
+        "sent",
+        "me@nmh.example.org",
+        None,
+    )
+    assert delivery.message_id == message["Message-ID"] and (delivery.smtp_response or "").startswith("250")
 
 
-def test_send_test_without_a_server_says_why(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_send_test_without_a_server_says_why(cli: Any, session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     with SmtpCapture() as closed:
         port = closed.port
     monkeypatch.setenv("ENGAGE_SMTP_PORT", str(port))
     result = cli("send-test", "volunteer-followup", "survey", "--to", "me@nmh.example.org")
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: cannot connect to SMTP server 127.0.0.1:{port}")
+    session.commit()
+    assert [(d.kind, d.state) for d in session.exec(select(Delivery))] == [("test", "deferred")]
 
 
 def test_the_unsubscribe_server_refuses_to_listen_publicly_with_the_placeholder_secret(cli: Any) -> None:
