@@ -126,7 +126,9 @@ def test_a_deferred_test_send_is_recorded_and_raised(db_url: str, session: Sessi
     sent = send_test_email(template_key="volunteer-followup", step_key="survey", to="me@nmh.example.org")
     assert sent.answer.startswith("250")
     assert attempts(session, DeliveryKind.TEST) == [(0, DeliveryState.DEFERRED, "451"), (0, DeliveryState.SENT, "250")]
-    test_sends = session.exec(select(Delivery).where(Delivery.kind == DeliveryKind.TEST)).all()
+    test_sends = session.exec(
+        select(Delivery).where(Delivery.kind == DeliveryKind.TEST).order_by(col(Delivery.id))
+    ).all()
     assert {(d.plan_step_id, d.staff_digest_id, d.recipient) for d in test_sends} == {
         (None, None, "me@nmh.example.org")
     }
