@@ -18,7 +18,7 @@ from engage.digest.collect import Digest
 from engage.digest.render import render_digest
 from engage.errors import PermanentSendError
 from engage.invites.brief import CallBrief, Person, _invite_text, _language, invite_subject
-from engage.invites.calendar import _empty_calendar, _invite_event, _timezone_years
+from engage.invites.calendar import Organiser, _empty_calendar, _invite_event, _timezone_years
 from engage.invites.due import InviteMessage
 from engage.mail.message import PreparedMessage, _ascii_address
 from engage.settings import Settings
@@ -51,9 +51,7 @@ def invite_calendar(
     recipient: Person,
     *,
     now: datetime,
-    organiser_email: str,
-    organiser_name: str,
-    reminder_minutes: int,
+    organiser: Organiser,
 ) -> Calendar:
     """The iCalendar object of one invite: METHOD REQUEST or CANCEL, in the recipient's time zone (with VTIMEZONE)."""
     calendar = _empty_calendar(message.method)
@@ -63,9 +61,7 @@ def invite_calendar(
             message,
             recipient,
             now=now,
-            organiser_email=organiser_email,
-            organiser_name=organiser_name,
-            reminder_minutes=reminder_minutes,
+            organiser=organiser,
         )
     )
     first, last = _timezone_years(brief.slot_start)
@@ -88,9 +84,7 @@ def invite_email(
         message,
         recipient,
         now=now,
-        organiser_email=settings.organisation_email,
-        organiser_name=settings.organisation_name,
-        reminder_minutes=settings.call_reminder_minutes,
+        organiser=Organiser.of(settings),
     )
     email = EmailMessage()
     email["From"] = formataddr((settings.organisation_name, settings.smtp_from or settings.organisation_email))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -18,6 +19,19 @@ PRODID = "-//Engage//Follow-up calls//EN"
 _PRIORITY = {"high": 1, "normal": 5, "low": 9}
 
 
+@dataclass(frozen=True)
+class Organiser:
+    """Who sends the invites (the organisation), and how long before a call its reminder rings."""
+
+    email: str
+    name: str
+    reminder_minutes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Organiser:
+        return cls(settings.organisation_email, settings.organisation_name, settings.call_reminder_minutes)
+
+
 def _address(email: str, name: str | None) -> vCalAddress:
     address = vCalAddress(f"mailto:{email}")
     if name:
@@ -31,9 +45,7 @@ def _invite_event(
     recipient: Person,
     *,
     now: datetime,
-    organiser_email: str,
-    organiser_name: str,
-    reminder_minutes: int,
+    organiser: Organiser,
 ) -> Event:
     """The VEVENT of one invite, in the recipient's time zone and language."""
     words = _WORDS[_language(recipient)]
@@ -49,7 +61,7 @@ def _invite_event(
     event.add("description", describe_call(brief, recipient, cancelled=cancel))
     if brief.contact_phone:
         event.add("location", brief.contact_phone)
-    event.add("organizer", _address(organiser_email, organiser_name))
+    event.add("organizer", _address(organiser.email, organiser.name))
     attendee = _address(recipient.email, recipient.name)
     attendee.params.update(
         {"CUTYPE": "INDIVIDUAL", "ROLE": "REQ-PARTICIPANT", "PARTSTAT": "NEEDS-ACTION", "RSVP": "FALSE"}
@@ -60,11 +72,11 @@ def _invite_event(
     # The description holds a person's details: shared calendars show the slot as busy, not its content.
     event.add("class", "PRIVATE")
     event.add("priority", _PRIORITY.get(brief.priority, 5))
-    if not cancel and reminder_minutes > 0:
+    if not cancel and organiser.reminder_minutes > 0:
         alarm = Alarm()
         alarm.add("action", "DISPLAY")
-        alarm.add("trigger", timedelta(minutes=-reminder_minutes))
-        alarm.add("description", words["reminder"].format(name=brief.contact_name, minutes=reminder_minutes))
+        alarm.add("trigger", timedelta(minutes=-organiser.reminder_minutes))
+        alarm.add("description", words["reminder"].format(name=brief.contact_name, minutes=organiser.reminder_minutes))
         event.add_component(alarm)
     return event
 
@@ -109,9 +121,7 @@ def invite_calendar_bytes(
     recipient: Person,
     *,
     now: datetime,
-    organiser_email: str,
-    organiser_name: str,
-    reminder_minutes: int,
+    organiser: Organiser,
 ) -> bytes:
     """``invite_calendar(...).to_ical()``, with the calendar's head and the zone's VTIMEZONE built once."""
     event = _invite_event(
@@ -119,9 +129,7 @@ def invite_calendar_bytes(
         message,
         recipient,
         now=now,
-        organiser_email=organiser_email,
-        organiser_name=organiser_name,
-        reminder_minutes=reminder_minutes,
+        organiser=organiser,
     )
     first, last = _timezone_years(brief.slot_start)
     return (
@@ -151,9 +159,7 @@ def compose_invite(
         message,
         recipient,
         now=now,
-        organiser_email=settings.organisation_email,
-        organiser_name=settings.organisation_name,
-        reminder_minutes=settings.call_reminder_minutes,
+        organiser=Organiser.of(settings),
     )
     return OutgoingEmail(
         to=recipient.email,

@@ -18,8 +18,8 @@ from models import (
 
 
 @dataclass(frozen=True)
-class DueItem:
-    """A due time some plan steps now have: one scheduled run per (workshop, template step, day) covers them."""
+class WorkshopStep:
+    """One template step of one workshop: what Prefect's runs and tasks are named after (no person in it)."""
 
     workshop_id: int | None
     workshop_name: str | None
@@ -27,14 +27,22 @@ class DueItem:
     template_key: str
     step_key: str
     step_name: str
+
+    def day_of(self, moment: datetime) -> int | None:
+        """The day of ``moment`` as staff say it: days since the workshop."""
+        return (moment.date() - self.workshop_date).days if self.workshop_date is not None else None
+
+
+@dataclass(frozen=True)
+class DueItem(WorkshopStep):
+    """A due time some plan steps now have: one scheduled run per (workshop, template step, day) covers them."""
+
     due_at: datetime
 
     @property
     def day_number(self) -> int | None:
         """The day as staff say it: days since the workshop."""
-        if self.workshop_date is None:
-            return None
-        return (self.due_at.date() - self.workshop_date).days
+        return self.day_of(self.due_at)
 
     @property
     def run_name(self) -> str:
@@ -48,15 +56,9 @@ class DueItem:
 
 
 @dataclass(frozen=True)
-class StepGroup:
+class StepGroup(WorkshopStep):
     """Claimed steps of one template step of one workshop: they run together as one task."""
 
-    workshop_id: int | None
-    workshop_name: str | None
-    workshop_date: date | None
-    template_key: str
-    step_key: str
-    step_name: str
     kind: str
     step_ids: tuple[int, ...]
     first_due_at: datetime
@@ -64,7 +66,7 @@ class StepGroup:
     @property
     def label(self) -> str:
         """e.g. `day 7 · Resource pack · 42 contacts`."""
-        day = (self.first_due_at.date() - self.workshop_date).days if self.workshop_date else None
+        day = self.day_of(self.first_due_at)
         count = len(self.step_ids)
         parts = [f"day {day}" if day is not None else None, self.step_name, f"{count} contact{'s' * (count != 1)}"]
         return " · ".join(part for part in parts if part)

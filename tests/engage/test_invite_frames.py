@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engage.invites.brief import CallBrief, Note, Person, StepLine, invite_subject
-from engage.invites.calendar import compose_invite, invite_calendar_bytes
+from engage.invites.calendar import Organiser, compose_invite, invite_calendar_bytes
 from engage.invites.due import InviteMessage
 from engage.mail.message import _one_line, build_message
 from engage.reference import invite_calendar, invite_email, prepare_email_message
@@ -21,6 +21,7 @@ from engage.settings import Settings
 
 NOW = datetime(2026, 12, 7, 9, tzinfo=UTC)
 SETTINGS = Settings(organisation_name="No More Homelessness · Lyon", organisation_email="contact@nmh.example.org")
+ORGANISER_15 = Organiser(SETTINGS.organisation_email, SETTINGS.organisation_name, reminder_minutes=15)
 JEANNE = Person(email="jeanne@nmh.example.org", name="Jeanne Smith", language="en", timezone="America/New_York")
 LUCIE = Person(email="lucie@nmh.example.org", name="Lucie Ménard", language="fr", timezone="Europe/Paris")
 REQUEST = InviteMessage(kind="invite", recipient=LUCIE.email, sequence=0)
@@ -96,9 +97,7 @@ def assert_same_invite(case: CallBrief, message: InviteMessage, recipient: Perso
         message,
         recipient,
         now=NOW,
-        organiser_email=SETTINGS.organisation_email,
-        organiser_name=SETTINGS.organisation_name,
-        reminder_minutes=SETTINGS.call_reminder_minutes,
+        organiser=Organiser.of(SETTINGS),
     )
 
 
@@ -192,9 +191,7 @@ def test_the_reference_calendar_is_what_the_built_one_writes() -> None:
         REQUEST,
         LUCIE,
         now=NOW,
-        organiser_email=SETTINGS.organisation_email,
-        organiser_name=SETTINGS.organisation_name,
-        reminder_minutes=15,
+        organiser=ORGANISER_15,
     ).to_ical()
     assert b"BEGIN:VTIMEZONE" in written and b"TZID:Europe/Paris" in written
     assert written == invite_calendar_bytes(
@@ -202,7 +199,5 @@ def test_the_reference_calendar_is_what_the_built_one_writes() -> None:
         REQUEST,
         LUCIE,
         now=NOW,
-        organiser_email=SETTINGS.organisation_email,
-        organiser_name=SETTINGS.organisation_name,
-        reminder_minutes=15,
+        organiser=ORGANISER_15,
     )
