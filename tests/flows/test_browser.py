@@ -148,6 +148,9 @@ def test_staff_trigger_watch_and_retry_a_workshop_in_the_prefect_ui(
             ],
         )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # The UI is a large single-page app: on a busy 2-core machine a click can wait well past Playwright's 30 s.
+        page.set_default_timeout(120_000)
+        page.set_default_navigation_timeout(120_000)
         try:
             _trigger_from_the_form(page, stack, first, "Atelier Lyon")
             _wait_for_state(page, "Completed")
